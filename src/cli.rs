@@ -1,0 +1,144 @@
+//! Command-line flags (clap) and how they become a [`Config`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigBuilder, ConfigError, Origin, default_config_path};
+
+/// `flotilla`: control center for self-hosted CI fleets. With no subcommand, opens the TUI.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, about, long_about = None)]
+pub struct Cli {
+    /// Data dir: SQLite store, lock file, MCP socket [default: $XDG_DATA_HOME/flotilla].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Config file [default: $XDG_CONFIG_HOME/flotilla/config.toml].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Set any config key, e.g. --set p2p.heartbeat_timeout=5s (repeatable; wins over all).
+    #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Refuse every state-changing command, from the TUI and from MCP.
+    #[arg(long, global = true)]
+    pub read_only: bool,
+    /// Serve the Model Context Protocol on stdin/stdout (relays to a running engine on the
+    /// same data dir, else runs one).
+    #[arg(long)]
+    pub mcp_stdio: bool,
+    /// Keymap file overriding the built-in bindings entry by entry.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub keymap: Option<PathBuf>,
+    /// Tasks run at once on this node [default: number of cores].
+    #[arg(long, global = true, value_name = "N")]
+    pub max_concurrent_tasks: Option<usize>,
+    /// Extra capability labels for this node, comma-separated (e.g. cuda,fast-network).
+    #[arg(long, global = true, value_name = "LABEL,...")]
+    pub capabilities: Option<String>,
+    /// Log filter, e.g. info or flotilla=debug.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Subcommand.
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Sub {
+    /// Inspect configuration.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Run or query the headless engine (the seed's `mcp start` / `mcp status`).
+    Mcp {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: McpCmd,
+    },
+}
+
+/// `flotilla config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print the effective configuration (secrets masked), with where each value came from.
+    Show,
+}
+
+/// `flotilla mcp ...`
+#[derive(Debug, Subcommand)]
+pub enum McpCmd {
+    /// Run the engine headless; MCP clients connect with `flotilla --mcp-stdio`.
+    Start,
+    /// Report on the engine running on this data dir.
+    Status,
+}
+
+impl Cli {
+    /// Build the effective config: flags > environment > config file > defaults.
+    pub fn load_config(&self) -> Result<(Config, BTreeMap<String, Origin>), ConfigError> {
+        let mut b = ConfigBuilder::new();
+        b = match &self.config {
+            Some(p) => b.file(p, true)?,
+            None => b.file(&default_config_path(), false)?,
+        };
+        b = b.env(|k| std::env::var(k).ok())?;
+        if let Some(d) = &self.data_dir {
+            b = b.flag("general.data_dir", &d.to_string_lossy(), "--data-dir")?;
+        }
+        if self.read_only {
+            b = b.flag_value(
+                "general.read_only",
+                toml::Value::Boolean(true),
+                "--read-only",
+            )?;
+        }
+        if let Some(n) = self.max_concurrent_tasks {
+            b = b.flag_value(
+                "scheduler.max_concurrent_tasks",
+                toml::Value::Integer(n as i64),
+                "--max-concurrent-tasks",
+            )?;
+        }
+        if let Some(l) = &self.log_level {
+            b = b.flag("general.log_level", l, "--log-level")?;
+        }
+        if let Some(k) = &self.keymap {
+            b = b.flag("tui.keymap", &k.to_string_lossy(), "--keymap")?;
+        }
+        if let Some(c) = &self.capabilities {
+            let labels = c
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.into()))
+                .collect();
+            b = b.flag_value(
+                "p2p.capabilities",
+                toml::Value::Array(labels),
+                "--capabilities",
+            )?;
+        }
+        for s in &self.set {
+            b = b.set(s)?;
+        }
+        let (cfg, origins) = b.build()?;
+        for label in &cfg.p2p.capabilities {
+            if !crate::sched::workflow::valid_label(label) {
+                return Err(ConfigError::Invalid {
+                    key: "p2p.capabilities".into(),
+                    value: format!("{label:?}"),
+                    origin: origins
+                        .get("p2p.capabilities")
+                        .cloned()
+                        .unwrap_or(Origin::Default),
+                    reason: "labels are [a-z0-9._:-], 1..=64 chars".into(),
+                });
+            }
+        }
+        Ok((cfg, origins))
+    }
+}

@@ -1,0 +1,768 @@
+//! Effective configuration: one place where flags, environment, `config.toml` and defaults
+//! meet, are validated and become a typed [`Config`].
+//!
+//! Precedence, highest first: command-line flags (including `--set section.key=value`) >
+//! environment variables > the config file (`--config`, else
+//! `$XDG_CONFIG_HOME/flotilla/config.toml`) > built-in defaults. Every leaf key remembers
+//! where its value came from ([`Origin`]), so a bad value is reported in one line that names
+//! the key, the value and its origin.
+//!
+//! Durations accept humantime strings (`5s`, `2m`, `1h30m`) or a bare integer meaning
+//! seconds (the seed documents' form: `heartbeat_timeout = 120`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use toml::{Table, Value};
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Built-in default.
+    Default,
+    /// The config file at this path.
+    File(PathBuf),
+    /// This environment variable.
+    Env(String),
+    /// This command-line flag, e.g. `--data-dir` or `--set p2p.listen=...`.
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => write!(f, "default"),
+            Origin::File(p) => write!(f, "config file {}", p.display()),
+            Origin::Env(v) => write!(f, "environment variable {v}"),
+            Origin::Flag(s) => write!(f, "flag {s}"),
+        }
+    }
+}
+
+/// Configuration errors. Each message is one line naming the key, the value and the origin.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key's value does not have the expected type or range.
+    #[error("invalid value for {key} = {value} (from {origin}): {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        origin: Origin,
+        reason: String,
+    },
+    /// A key that no section defines.
+    #[error("unknown key {key} (from {origin}); `flotilla config show` lists every key")]
+    UnknownKey { key: String, origin: Origin },
+    /// `--set` without `=`, or an empty key.
+    #[error(
+        "bad --set argument {arg:?}: expected section.key=value, e.g. --set p2p.heartbeat_timeout=5s"
+    )]
+    BadSet { arg: String },
+    /// The config file could not be read or parsed.
+    #[error("cannot load config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+/// A secret value (token, key). `Debug` and `Serialize` print `****`, never the value.
+#[derive(Clone)]
+pub struct Secret(pub SecretString);
+
+impl Secret {
+    /// Wrap a string as a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(SecretString::from(s.into()))
+    }
+    /// The secret's value; call only where it is sent to its one consumer.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("****")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(Secret::new(s))
+    }
+}
+
+/// Serde helpers for [`Duration`] fields: humantime strings or integer seconds.
+pub mod duration {
+    use super::*;
+
+    /// Parse `5s`, `2m`, `1h30m`, `250ms`, or a bare integer (seconds).
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let t = s.trim();
+        if let Ok(n) = t.parse::<u64>() {
+            return Ok(Duration::from_secs(n));
+        }
+        humantime::parse_duration(t)
+            .map_err(|e| format!("not a duration ({e}); expected e.g. 5s, 2m, 1h30m or seconds"))
+    }
+
+    /// Format as a humantime string, e.g. `2m`.
+    pub fn format(d: Duration) -> String {
+        humantime::format_duration(d).to_string()
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a duration such as 5s, 2m or integer seconds")
+        })? {
+            Raw::Int(n) => Ok(Duration::from_secs(n)),
+            Raw::Str(s) => parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn default_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Data dir, read-only mode, logging.
+    pub general: GeneralConfig,
+    /// Local task queue.
+    pub scheduler: SchedulerConfig,
+    /// P2P mesh settings (the seed documents' keys).
+    pub p2p: P2pConfig,
+    /// GitHub API access.
+    pub github: GithubConfig,
+    /// Terminal UI.
+    pub tui: TuiConfig,
+}
+
+/// `[general]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneralConfig {
+    /// Where the SQLite store, lock file and MCP socket live. Default
+    /// `$XDG_DATA_HOME/flotilla` (`~/.local/share/flotilla`).
+    pub data_dir: PathBuf,
+    /// Refuse every state-changing command from both faces.
+    pub read_only: bool,
+    /// `tracing` filter, e.g. `info` or `flotilla=debug`.
+    pub log_level: String,
+    /// This node's display name (default: the host name).
+    pub node_name: String,
+}
+
+/// `[scheduler]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Tasks run at once on this node (default: number of cores).
+    pub max_concurrent_tasks: usize,
+    /// Each boost interval a waiting task's effective key is multiplied by this, in (0, 1].
+    pub priority_boost_factor: f64,
+    /// How often waiting tasks are boosted.
+    #[serde(with = "duration")]
+    pub boost_interval: Duration,
+    /// Timeout for tasks that give no `timeout_s`.
+    #[serde(with = "duration")]
+    pub default_task_timeout: Duration,
+    /// Bytes of combined stdout/stderr kept per task (the tail).
+    pub output_limit_bytes: usize,
+    /// Time between SIGTERM and SIGKILL when a task is cancelled or times out.
+    #[serde(with = "duration")]
+    pub kill_grace: Duration,
+}
+
+/// `[p2p]` — keys as the seed documents name them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct P2pConfig {
+    /// Run a P2P node.
+    pub enabled: bool,
+    /// Listen multiaddr.
+    pub listen: String,
+    /// Bootstrap multiaddrs.
+    pub bootstrap: Vec<String>,
+    /// Extra capability labels for this node (added to detected hardware).
+    pub capabilities: Vec<String>,
+    /// A peer silent this long loses its tasks.
+    #[serde(with = "duration")]
+    pub heartbeat_timeout: Duration,
+    /// How often to look for peers.
+    #[serde(with = "duration")]
+    pub peer_discovery_interval: Duration,
+    /// How often to exchange Merkle clocks.
+    #[serde(with = "duration")]
+    pub merkle_sync_interval: Duration,
+    /// Let idle peers take queued tasks from busy ones.
+    pub enable_task_stealing: bool,
+}
+
+/// `[github]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubConfig {
+    /// REST API base URL (GitHub Enterprise Server: `https://HOST/api/v3`).
+    pub api_url: String,
+    /// Token (`GH_TOKEN`, then `GITHUB_TOKEN`). Never printed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+}
+
+/// `[tui]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TuiConfig {
+    /// User keymap file (default `$XDG_CONFIG_HOME/flotilla/keymap.toml` if present).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keymap: Option<PathBuf>,
+}
+
+impl Default for GeneralConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: xdg_dir("XDG_DATA_HOME", ".local/share").join("flotilla"),
+            read_only: false,
+            log_level: "info".into(),
+            node_name: hostname(),
+        }
+    }
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_tasks: default_cores(),
+            priority_boost_factor: 0.9,
+            boost_interval: Duration::from_secs(30),
+            default_task_timeout: Duration::from_secs(3600),
+            output_limit_bytes: 64 * 1024,
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "/ip4/0.0.0.0/tcp/9100".into(),
+            bootstrap: Vec::new(),
+            capabilities: Vec::new(),
+            heartbeat_timeout: Duration::from_secs(120),
+            peer_discovery_interval: Duration::from_secs(30),
+            merkle_sync_interval: Duration::from_secs(60),
+            enable_task_stealing: true,
+        }
+    }
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        Self {
+            api_url: "https://api.github.com".into(),
+            token: None,
+        }
+    }
+}
+
+impl Default for TuiConfig {
+    fn default() -> Self {
+        Self { keymap: None }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            general: GeneralConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            p2p: P2pConfig::default(),
+            github: GithubConfig::default(),
+            tui: TuiConfig::default(),
+        }
+    }
+}
+
+/// `$VAR` if set and non-empty, else `$HOME/fallback`.
+pub fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(fallback),
+    }
+}
+
+/// The host name (`/proc/sys/kernel/hostname`, `$HOSTNAME`, else `localhost`).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Default config file path: `$XDG_CONFIG_HOME/flotilla/config.toml`.
+pub fn default_config_path() -> PathBuf {
+    xdg_dir("XDG_CONFIG_HOME", ".config")
+        .join("flotilla")
+        .join("config.toml")
+}
+
+/// Environment variables that map to keys, in increasing precedence (a later entry for the
+/// same key wins). The seed documents' names are kept.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("GITHUB_TOKEN", "github.token"),
+    ("GH_TOKEN", "github.token"),
+    ("GITHUB_API_URL", "github.api_url"),
+    ("MCP_P2P_BOOTSTRAP_PEERS", "p2p.bootstrap"),
+    ("FLOTILLA_DATA_DIR", "general.data_dir"),
+    ("FLOTILLA_READ_ONLY", "general.read_only"),
+    ("FLOTILLA_LOG", "general.log_level"),
+    (
+        "FLOTILLA_MAX_CONCURRENT_TASKS",
+        "scheduler.max_concurrent_tasks",
+    ),
+];
+
+/// Keys whose values are secrets: masked in `config show` and errors.
+pub const SECRET_KEYS: &[&str] = &["github.token"];
+
+/// Builds a [`Config`] from layers, tracking each key's [`Origin`].
+#[derive(Debug)]
+pub struct ConfigBuilder {
+    root: Table,
+    origins: BTreeMap<String, Origin>,
+}
+
+impl Default for ConfigBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConfigBuilder {
+    /// Start from the built-in defaults.
+    pub fn new() -> Self {
+        let root = match Value::try_from(Config::default()) {
+            Ok(Value::Table(t)) => t,
+            _ => Table::new(),
+        };
+        Self {
+            root,
+            origins: BTreeMap::new(),
+        }
+    }
+
+    /// Merge a config file. A missing file at the default path is not an error; pass
+    /// `required = true` for a path the user named.
+    pub fn file(mut self, path: &Path, required: bool) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(self),
+            Err(e) => {
+                return Err(ConfigError::File {
+                    path: path.into(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::File {
+                path: path.into(),
+                reason: e.to_string().replace('\n', " "),
+            })?;
+        let origin = Origin::File(path.into());
+        for (section, v) in table {
+            match v {
+                Value::Table(t) => {
+                    for (k, v) in t {
+                        self.put(&format!("{section}.{k}"), v, origin.clone())?;
+                    }
+                }
+                other => self.put(&section, other, origin.clone())?,
+            }
+        }
+        Ok(self)
+    }
+
+    /// Merge environment variables from [`ENV_KEYS`], read through `get`.
+    pub fn env(mut self, get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        for (var, key) in ENV_KEYS {
+            if let Some(raw) = get(var).filter(|v| !v.trim().is_empty()) {
+                let v = if *key == "p2p.bootstrap" {
+                    Value::Array(
+                        raw.split(',')
+                            .map(|s| s.trim())
+                            .filter(|s| !s.is_empty())
+                            .map(|s| Value::String(s.into()))
+                            .collect(),
+                    )
+                } else {
+                    self.coerce(key, &raw)
+                };
+                self.put(key, v, Origin::Env((*var).into()))?;
+            }
+        }
+        Ok(self)
+    }
+
+    /// Set one key from a flag. `raw` is coerced to the key's default type.
+    pub fn flag(mut self, key: &str, raw: &str, flag: &str) -> Result<Self, ConfigError> {
+        let v = self.coerce(key, raw);
+        self.put(key, v, Origin::Flag(flag.into()))?;
+        Ok(self)
+    }
+
+    /// Set one key from a typed value (flags that are lists or booleans).
+    pub fn flag_value(mut self, key: &str, v: Value, flag: &str) -> Result<Self, ConfigError> {
+        self.put(key, v, Origin::Flag(flag.into()))?;
+        Ok(self)
+    }
+
+    /// Apply one `--set section.key=value` argument.
+    pub fn set(self, arg: &str) -> Result<Self, ConfigError> {
+        let (key, raw) = arg
+            .split_once('=')
+            .ok_or_else(|| ConfigError::BadSet { arg: arg.into() })?;
+        let key = key.trim();
+        if key.is_empty() || !key.contains('.') {
+            return Err(ConfigError::BadSet { arg: arg.into() });
+        }
+        let flag = format!("--set {arg}");
+        let flag = if SECRET_KEYS.contains(&key) {
+            format!("--set {key}=****")
+        } else {
+            flag
+        };
+        self.flag(key, raw, &flag)
+    }
+
+    /// Turn a raw string into a TOML value shaped like the key's default: numbers, booleans
+    /// and arrays are parsed as TOML; anything else stays a string.
+    fn coerce(&self, key: &str, raw: &str) -> Value {
+        let default = self.lookup(key);
+        let is_string = matches!(default, Some(Value::String(_)) | None);
+        if is_string && !raw.trim_start().starts_with('[') {
+            return Value::String(raw.to_string());
+        }
+        let wrapped = format!("v = {raw}");
+        match wrapped.parse::<Table>() {
+            Ok(mut t) => t.remove("v").unwrap_or(Value::String(raw.into())),
+            Err(_) => Value::String(raw.to_string()),
+        }
+    }
+
+    fn lookup(&self, key: &str) -> Option<&Value> {
+        let (section, leaf) = key.split_once('.')?;
+        self.root.get(section)?.as_table()?.get(leaf)
+    }
+
+    fn put(&mut self, key: &str, v: Value, origin: Origin) -> Result<(), ConfigError> {
+        let Some((section, leaf)) = key.split_once('.') else {
+            return Err(ConfigError::UnknownKey {
+                key: key.into(),
+                origin,
+            });
+        };
+        let known_sections = ["general", "scheduler", "p2p", "github", "tui"];
+        if !known_sections.contains(&section) || leaf.contains('.') {
+            return Err(ConfigError::UnknownKey {
+                key: key.into(),
+                origin,
+            });
+        }
+        let sect = self
+            .root
+            .entry(section.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        if let Value::Table(t) = sect {
+            t.insert(leaf.to_string(), v);
+        }
+        self.origins.insert(key.to_string(), origin);
+        Ok(())
+    }
+
+    /// Validate and produce the typed [`Config`] plus the origin of every key that was set.
+    pub fn build(self) -> Result<(Config, BTreeMap<String, Origin>), ConfigError> {
+        let value = Value::Table(self.root.clone());
+        let cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            self.describe_error(&path, &inner)
+        })?;
+        self.validate(&cfg)?;
+        Ok((cfg, self.origins))
+    }
+
+    fn describe_error(&self, path: &str, msg: &str) -> ConfigError {
+        if let Some(field) = msg
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
+            let key = if path == "." || path.is_empty() {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            let origin = self.origins.get(&key).cloned().unwrap_or(Origin::Default);
+            return ConfigError::UnknownKey { key, origin };
+        }
+        self.invalid(path, msg.split('\n').next().unwrap_or(msg))
+    }
+
+    fn invalid(&self, key: &str, reason: &str) -> ConfigError {
+        let value = if SECRET_KEYS.contains(&key) {
+            "****".to_string()
+        } else {
+            self.lookup(key)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "?".into())
+        };
+        ConfigError::Invalid {
+            key: key.into(),
+            value,
+            origin: self.origins.get(key).cloned().unwrap_or(Origin::Default),
+            reason: reason.into(),
+        }
+    }
+
+    fn validate(&self, c: &Config) -> Result<(), ConfigError> {
+        let f = c.scheduler.priority_boost_factor;
+        if !(f > 0.0 && f <= 1.0) {
+            return Err(self.invalid(
+                "scheduler.priority_boost_factor",
+                "must be in (0, 1]; 1 turns starvation boost off",
+            ));
+        }
+        if c.scheduler.boost_interval < Duration::from_millis(10) {
+            return Err(self.invalid("scheduler.boost_interval", "must be at least 10ms"));
+        }
+        if c.scheduler.max_concurrent_tasks > 4096 {
+            return Err(self.invalid("scheduler.max_concurrent_tasks", "must be at most 4096"));
+        }
+        if c.scheduler.output_limit_bytes < 256 || c.scheduler.output_limit_bytes > 64 << 20 {
+            return Err(self.invalid(
+                "scheduler.output_limit_bytes",
+                "must be between 256 and 67108864",
+            ));
+        }
+        if c.general.data_dir.as_os_str().is_empty() {
+            return Err(self.invalid("general.data_dir", "must not be empty"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.general.log_level) {
+            return Err(self.invalid("general.log_level", &e.to_string()));
+        }
+        if !c.github.api_url.starts_with("http://") && !c.github.api_url.starts_with("https://") {
+            return Err(self.invalid("github.api_url", "must be an http:// or https:// URL"));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The effective configuration as TOML, secrets masked, each key annotated with its
+    /// origin when it is not the default.
+    pub fn show(&self, origins: &BTreeMap<String, Origin>) -> String {
+        let value = Value::try_from(self).unwrap_or(Value::Table(Table::new()));
+        let mut out = String::new();
+        if let Value::Table(root) = value {
+            for (section, v) in root {
+                out.push_str(&format!("[{section}]\n"));
+                if let Value::Table(t) = v {
+                    for (k, v) in t {
+                        let key = format!("{section}.{k}");
+                        let shown = if SECRET_KEYS.contains(&key.as_str()) {
+                            "\"****\"".to_string()
+                        } else {
+                            v.to_string()
+                        };
+                        match origins.get(&key) {
+                            Some(o) => out.push_str(&format!("{k} = {shown}  # from {o}\n")),
+                            None => out.push_str(&format!("{k} = {shown}\n")),
+                        }
+                    }
+                }
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Path of the SQLite database in the data dir.
+    pub fn db_path(&self) -> PathBuf {
+        self.general.data_dir.join("flotilla.db")
+    }
+    /// Path of the lock file in the data dir.
+    pub fn lock_path(&self) -> PathBuf {
+        self.general.data_dir.join("flotilla.lock")
+    }
+    /// Path of the engine's MCP Unix socket in the data dir.
+    pub fn socket_path(&self) -> PathBuf {
+        self.general.data_dir.join("engine.sock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_build() {
+        let (c, o) = ConfigBuilder::new().env(no_env).unwrap().build().unwrap();
+        assert_eq!(c.scheduler.priority_boost_factor, 0.9);
+        assert_eq!(c.p2p.heartbeat_timeout, Duration::from_secs(120));
+        assert_eq!(c.p2p.listen, "/ip4/0.0.0.0/tcp/9100");
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn set_duration_and_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("config.toml");
+        std::fs::write(
+            &f,
+            "[p2p]\nheartbeat_timeout = 30\n[scheduler]\nmax_concurrent_tasks = 3\n",
+        )
+        .unwrap();
+        let env = |k: &str| (k == "FLOTILLA_MAX_CONCURRENT_TASKS").then(|| "5".to_string());
+        let (c, o) = ConfigBuilder::new()
+            .file(&f, true)
+            .unwrap()
+            .env(env)
+            .unwrap()
+            .set("p2p.heartbeat_timeout=5s")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(c.p2p.heartbeat_timeout, Duration::from_secs(5));
+        assert_eq!(c.scheduler.max_concurrent_tasks, 5);
+        assert_eq!(
+            o["scheduler.max_concurrent_tasks"],
+            Origin::Env("FLOTILLA_MAX_CONCURRENT_TASKS".into())
+        );
+        assert!(matches!(o["p2p.heartbeat_timeout"], Origin::Flag(_)));
+    }
+
+    #[test]
+    fn bad_duration_names_key_value_origin() {
+        let err = ConfigBuilder::new()
+            .set("p2p.heartbeat_timeout=5x")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("p2p.heartbeat_timeout"), "{err}");
+        assert!(err.contains("\"5x\""), "{err}");
+        assert!(err.contains("--set p2p.heartbeat_timeout=5x"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn bad_type_from_file_names_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[scheduler]\nmax_concurrent_tasks = \"many\"\n").unwrap();
+        let err = ConfigBuilder::new()
+            .file(&f, true)
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scheduler.max_concurrent_tasks"), "{err}");
+        assert!(err.contains("many"), "{err}");
+        assert!(err.contains("c.toml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let err = ConfigBuilder::new()
+            .set("p2p.heartbeat=5s")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown key p2p.heartbeat"), "{err}");
+        let err = ConfigBuilder::new()
+            .set("nope.x=1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.x"), "{err}");
+        assert!(ConfigBuilder::new().set("novalue").is_err());
+    }
+
+    #[test]
+    fn boost_factor_range_checked() {
+        let err = ConfigBuilder::new()
+            .set("scheduler.priority_boost_factor=1.5")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("priority_boost_factor = 1.5"), "{err}");
+    }
+
+    #[test]
+    fn secrets_masked_everywhere() {
+        let env = |k: &str| (k == "GH_TOKEN").then(|| "tok-very-secret-123".to_string());
+        let (c, o) = ConfigBuilder::new().env(env).unwrap().build().unwrap();
+        assert_eq!(
+            c.github.token.as_ref().unwrap().expose(),
+            "tok-very-secret-123"
+        );
+        let shown = c.show(&o);
+        assert!(!shown.contains("tok-very-secret"), "{shown}");
+        assert!(shown.contains("token = \"****\""), "{shown}");
+        assert!(!format!("{c:?}").contains("tok-very-secret"));
+    }
+
+    #[test]
+    fn bootstrap_env_is_comma_separated() {
+        let env = |k: &str| {
+            (k == "MCP_P2P_BOOTSTRAP_PEERS").then(|| "/ip4/1.2.3.4/tcp/9100, /dns4/x/tcp/1".into())
+        };
+        let (c, _) = ConfigBuilder::new().env(env).unwrap().build().unwrap();
+        assert_eq!(c.p2p.bootstrap.len(), 2);
+    }
+
+    #[test]
+    fn duration_parse_forms() {
+        assert_eq!(duration::parse("120").unwrap(), Duration::from_secs(120));
+        assert_eq!(duration::parse("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(
+            duration::parse("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert!(duration::parse("soon").is_err());
+    }
+}

@@ -1,0 +1,405 @@
+//! Commands the faces send to the engine, and the typed replies they get back.
+//!
+//! Replies are `Serialize + JsonSchema`: the MCP face returns them as structured tool
+//! output and publishes their schemas as `outputSchema`.
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use super::policy::{CommandKind, Danger};
+use crate::sched::workflow::{TaskState, WorkflowSpec, WorkflowStatus, WorkflowTag};
+
+/// Who sent a command (recorded with submissions, shown in logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The terminal UI.
+    Tui,
+    /// An MCP client.
+    Mcp,
+    /// A one-shot CLI call.
+    Cli,
+}
+
+impl Source {
+    /// Name as stored: `tui`, `mcp`, `cli`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Tui => "tui",
+            Source::Mcp => "mcp",
+            Source::Cli => "cli",
+        }
+    }
+}
+
+/// One operator or agent action.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Submit a validated workflow; replies [`Reply::Submitted`] once it is in SQLite.
+    SubmitWorkflow(WorkflowSpec),
+    /// Cancel a workflow: queued tasks are dropped, running ones killed (process group).
+    CancelWorkflow {
+        /// Workflow id.
+        workflow_id: String,
+    },
+    /// Set a waiting task's base priority (0..=1000; lower is more urgent).
+    SetTaskPriority {
+        /// Task id.
+        task_id: String,
+        /// New priority.
+        priority: u16,
+    },
+    /// List workflows, newest first.
+    ListWorkflows {
+        /// Only this status.
+        status: Option<WorkflowStatus>,
+        /// Only this tag.
+        tag: Option<WorkflowTag>,
+        /// At most this many (1..=1000).
+        limit: usize,
+    },
+    /// One workflow's status with its tasks.
+    GetWorkflowStatus {
+        /// Workflow id.
+        workflow_id: String,
+    },
+    /// A task's captured output tail.
+    GetTaskOutput {
+        /// Task id.
+        task_id: String,
+    },
+    /// Node, queue and service summary.
+    GetSystemStatus,
+    /// Health of the named services (all when empty).
+    GetServiceHealth {
+        /// Service names, e.g. `engine`, `store`, `scheduler`, `mcp`, `p2p`.
+        services: Vec<String>,
+    },
+    /// The most recent log records at or above `level`.
+    GetRecentLogs {
+        /// Minimum level: `debug`, `info`, `warning`, `error`.
+        level: Option<String>,
+        /// How many (1..=10000).
+        lines: usize,
+        /// Only this service.
+        service: Option<String>,
+    },
+    /// Log records matching `query` (regex, or literal if not a valid regex, case-insensitive)
+    /// within the last `time_range`.
+    SearchLogs {
+        /// Query.
+        query: String,
+        /// Span such as `1h`, `15m`; all retained records when absent.
+        time_range: Option<String>,
+    },
+    /// Detected hardware and capability labels.
+    DetectHardware,
+}
+
+impl Command {
+    /// The command's row in the policy table.
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Command::SubmitWorkflow(_) => CommandKind::SubmitWorkflow,
+            Command::CancelWorkflow { .. } => CommandKind::CancelWorkflow,
+            Command::SetTaskPriority { .. } => CommandKind::SetTaskPriority,
+            Command::ListWorkflows { .. } => CommandKind::ListWorkflows,
+            Command::GetWorkflowStatus { .. } => CommandKind::GetWorkflowStatus,
+            Command::GetTaskOutput { .. } => CommandKind::GetTaskOutput,
+            Command::GetSystemStatus => CommandKind::GetSystemStatus,
+            Command::GetServiceHealth { .. } => CommandKind::GetServiceHealth,
+            Command::GetRecentLogs { .. } => CommandKind::GetRecentLogs,
+            Command::SearchLogs { .. } => CommandKind::SearchLogs,
+            Command::DetectHardware => CommandKind::DetectHardware,
+        }
+    }
+
+    /// How dangerous it is (see [`super::policy`]).
+    pub fn danger(&self) -> Danger {
+        self.kind().danger()
+    }
+}
+
+/// Reply to [`Command::SubmitWorkflow`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Submitted {
+    /// The new workflow's id.
+    pub workflow_id: String,
+    /// Number of tasks queued.
+    pub tasks: usize,
+}
+
+/// A workflow in a list.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WorkflowSummary {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Name.
+    pub name: String,
+    /// Tag.
+    pub tag: WorkflowTag,
+    /// Priority 0..=1000.
+    pub priority: u16,
+    /// Status.
+    pub status: WorkflowStatus,
+    /// Tasks in all.
+    pub total: usize,
+    /// Tasks that succeeded.
+    pub completed: usize,
+    /// Tasks that failed or timed out.
+    pub failed: usize,
+    /// Submission time, RFC 3339 UTC.
+    pub created_at: String,
+    /// Who submitted it: `mcp`, `tui`, `cli`.
+    pub source: String,
+}
+
+/// Reply to [`Command::ListWorkflows`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WorkflowList {
+    /// Workflows, newest first.
+    pub workflows: Vec<WorkflowSummary>,
+}
+
+/// One task in a status report.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct TaskReport {
+    /// Task id (`<workflow id>.<index>`).
+    pub task_id: String,
+    /// Index in the workflow.
+    pub index: u32,
+    /// State.
+    pub state: TaskState,
+    /// argv.
+    pub command: Vec<String>,
+    /// Required capability labels.
+    pub requires: Vec<String>,
+    /// Current base priority.
+    pub priority: u16,
+    /// Exit status, once exited.
+    pub exit_code: Option<i32>,
+    /// Terminating signal, if killed.
+    pub signal: Option<i32>,
+    /// Run time of the last attempt, ms.
+    pub duration_ms: Option<i64>,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Times re-queued after its node stopped mid-run.
+    pub retried: u32,
+    /// Node (peer ID or node name) that runs or ran it.
+    pub owner: Option<String>,
+    /// Failure reason, if any.
+    pub error: Option<String>,
+    /// Why a queued task waits, if not for a free slot (e.g. a missing capability).
+    pub waiting_for: Option<String>,
+}
+
+/// Reply to [`Command::GetWorkflowStatus`]: the seed's
+/// `{workflow_id, status, total, completed, failed, tasks}` plus details.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WorkflowStatusReport {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Name.
+    pub name: String,
+    /// Tag.
+    pub tag: WorkflowTag,
+    /// Priority.
+    pub priority: u16,
+    /// queued, running, completed, failed or cancelled.
+    pub status: WorkflowStatus,
+    /// Tasks in all.
+    pub total: usize,
+    /// Tasks that succeeded.
+    pub completed: usize,
+    /// Tasks that failed or timed out.
+    pub failed: usize,
+    /// Tasks cancelled.
+    pub cancelled: usize,
+    /// Tasks running now.
+    pub running: usize,
+    /// Tasks waiting.
+    pub queued: usize,
+    /// Submission time, RFC 3339 UTC.
+    pub created_at: String,
+    /// Finish time, RFC 3339 UTC.
+    pub finished_at: Option<String>,
+    /// The tasks in index order.
+    pub tasks: Vec<TaskReport>,
+}
+
+/// Reply to [`Command::CancelWorkflow`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CancelReport {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Queued tasks dropped.
+    pub cancelled_queued: usize,
+    /// Running tasks whose process group was signalled.
+    pub killed_running: usize,
+    /// Status after the cancel (running tasks finish as cancelled shortly).
+    pub status: WorkflowStatus,
+}
+
+/// Reply to [`Command::SetTaskPriority`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct PriorityReport {
+    /// Task id.
+    pub task_id: String,
+    /// New base priority.
+    pub priority: u16,
+    /// Effective priority after starvation boosts.
+    pub effective_priority: f64,
+}
+
+/// Reply to [`Command::GetTaskOutput`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct TaskOutput {
+    /// Task id.
+    pub task_id: String,
+    /// State.
+    pub state: TaskState,
+    /// Tail of combined stdout and stderr (lossy UTF-8).
+    pub output: String,
+    /// Whether earlier output was dropped to keep the tail.
+    pub truncated: bool,
+}
+
+/// Queue figures.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct QueueStatus {
+    /// Tasks waiting.
+    pub queued: usize,
+    /// Tasks running.
+    pub running: usize,
+    /// `scheduler.max_concurrent_tasks`.
+    pub max_concurrent_tasks: usize,
+    /// Tasks by state over the store's lifetime.
+    pub tasks_by_state: std::collections::BTreeMap<String, u64>,
+    /// Workflows by status over the store's lifetime.
+    pub workflows_by_status: std::collections::BTreeMap<String, u64>,
+}
+
+/// Reply to [`Command::GetSystemStatus`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SystemStatus {
+    /// Flotilla version.
+    pub version: String,
+    /// Node name.
+    pub node: String,
+    /// Engine process id.
+    pub pid: u32,
+    /// Seconds since the engine started.
+    pub uptime_s: u64,
+    /// Read-only mode.
+    pub read_only: bool,
+    /// Data dir.
+    pub data_dir: String,
+    /// Overall health: `ok` or `degraded`.
+    pub health: String,
+    /// Queue figures.
+    pub queue: QueueStatus,
+    /// 1-minute load average of the host.
+    pub load_avg_1m: Option<f64>,
+    /// Capability labels of this node.
+    pub capabilities: Vec<String>,
+    /// Services and their state.
+    pub services: Vec<ServiceHealth>,
+    /// GitHub API rate limit (not available until the GitHub layer runs).
+    pub github_rate_limit: Option<serde_json::Value>,
+}
+
+/// One service's health.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ServiceHealth {
+    /// Service name.
+    pub name: String,
+    /// `ok`, `degraded`, `disabled` or `error`.
+    pub status: String,
+    /// What it is doing or why not.
+    pub detail: String,
+}
+
+/// Reply to [`Command::GetServiceHealth`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ServiceHealthReport {
+    /// `ok` when every requested enabled service is ok.
+    pub overall: String,
+    /// The services asked for.
+    pub services: Vec<ServiceHealth>,
+}
+
+/// One log record.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct LogLine {
+    /// Time, RFC 3339 UTC.
+    pub time: String,
+    /// `debug`, `info`, `warning`, `error`.
+    pub level: String,
+    /// Service (engine, scheduler, store, mcp, tui, ...).
+    pub service: String,
+    /// Message with its fields.
+    pub message: String,
+}
+
+/// Reply to [`Command::GetRecentLogs`] and [`Command::SearchLogs`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct LogReport {
+    /// Matching records, oldest first.
+    pub records: Vec<LogLine>,
+    /// How many matched before `lines` cut them.
+    pub matched: usize,
+}
+
+/// A GPU or accelerator.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct Accelerator {
+    /// `nvidia`, `amd`, ...
+    pub vendor: String,
+    /// Device or driver description.
+    pub name: String,
+}
+
+/// Reply to [`Command::DetectHardware`].
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct HardwareReport {
+    /// Operating system (`linux`).
+    pub os: String,
+    /// Architecture as GitHub runner labels name it: `x64`, `arm64`.
+    pub arch: String,
+    /// CPU model name.
+    pub cpu_model: String,
+    /// Logical cores.
+    pub cores: usize,
+    /// Total memory, MiB.
+    pub memory_mb: u64,
+    /// GPUs and other accelerators found.
+    pub accelerators: Vec<Accelerator>,
+    /// Capability labels this node offers for `requires` matching.
+    pub capabilities: Vec<String>,
+}
+
+/// A command's reply.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    /// See [`Submitted`].
+    Submitted(Submitted),
+    /// See [`WorkflowList`].
+    Workflows(WorkflowList),
+    /// See [`WorkflowStatusReport`].
+    WorkflowStatus(Box<WorkflowStatusReport>),
+    /// See [`CancelReport`].
+    Cancelled(CancelReport),
+    /// See [`PriorityReport`].
+    Priority(PriorityReport),
+    /// See [`TaskOutput`].
+    Output(TaskOutput),
+    /// See [`SystemStatus`].
+    System(Box<SystemStatus>),
+    /// See [`ServiceHealthReport`].
+    Health(ServiceHealthReport),
+    /// See [`LogReport`].
+    Logs(LogReport),
+    /// See [`HardwareReport`].
+    Hardware(HardwareReport),
+}

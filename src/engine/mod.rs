@@ -1,0 +1,1163 @@
+//! The engine: owns all state and services; the TUI and MCP faces reach it only through an
+//! [`EngineHandle`].
+//!
+//! The engine is one tokio task (an actor). Faces send a [`Command`] with
+//! [`EngineHandle::execute`]; the policy gate ([`policy::Policy`]) checks it; the engine
+//! applies it, writes what must survive to SQLite *before* replying, and publishes a new
+//! [`Snapshot`] (watch channel) and [`Event`]s (broadcast channel).
+
+pub mod command;
+pub mod hardware;
+pub mod lock;
+pub mod logbuf;
+pub mod policy;
+pub mod runner;
+pub mod snapshot;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::RegexBuilder;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::clock::{Millis, SharedClock, rfc3339};
+use crate::config::Config;
+use crate::sched::queue::TaskQueue;
+use crate::sched::workflow::{SpecError, TaskState, WorkflowStatus, workflow_status};
+use crate::store::{Store, StoreError, TaskRow, WorkflowRow};
+use command::*;
+pub use command::{Command, Reply, Source};
+use logbuf::{LogBuffer, level_name, parse_level};
+pub use policy::{CommandKind, Danger, Policy, PolicyError};
+use runner::{RunDone, RunHandle, RunRequest, spawn_task};
+pub use snapshot::Snapshot;
+use snapshot::{NodeView, QueueRow};
+
+/// Engine errors, as both faces report them.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Refused by the policy gate.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The store failed; nothing was acknowledged.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An invalid workflow or task.
+    #[error("invalid workflow: {0}")]
+    Spec(#[from] SpecError),
+    /// No such object.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// Kind of object.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// Bad arguments.
+    #[error("{0}")]
+    Invalid(String),
+    /// The engine has stopped.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// Things that happened, for faces that want to react (notifications, status lines).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A workflow was accepted (it is in the store).
+    WorkflowSubmitted {
+        /// Id.
+        workflow_id: String,
+        /// Name.
+        name: String,
+        /// Who submitted it.
+        source: &'static str,
+    },
+    /// A task's process started.
+    TaskStarted {
+        /// Task id.
+        task_id: String,
+    },
+    /// A task finished.
+    TaskFinished {
+        /// Task id.
+        task_id: String,
+        /// Final state.
+        state: TaskState,
+    },
+    /// A workflow reached a terminal status.
+    WorkflowFinished {
+        /// Id.
+        workflow_id: String,
+        /// Final status.
+        status: WorkflowStatus,
+    },
+}
+
+/// Engine settings, taken from [`Config`].
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// SQLite file.
+    pub db_path: PathBuf,
+    /// Data dir (shown in status).
+    pub data_dir: PathBuf,
+    /// Node name.
+    pub node_name: String,
+    /// Read-only mode.
+    pub read_only: bool,
+    /// Tasks at once.
+    pub max_concurrent_tasks: usize,
+    /// Starvation boost factor.
+    pub boost_factor: f64,
+    /// Starvation boost interval.
+    pub boost_interval: Duration,
+    /// Default task timeout.
+    pub default_timeout: Duration,
+    /// Output tail bytes per task.
+    pub output_limit: usize,
+    /// SIGTERM-to-SIGKILL grace.
+    pub kill_grace: Duration,
+    /// Extra capability labels.
+    pub capabilities: Vec<String>,
+}
+
+impl EngineOptions {
+    /// Options from the effective config.
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            db_path: c.db_path(),
+            data_dir: c.general.data_dir.clone(),
+            node_name: c.general.node_name.clone(),
+            read_only: c.general.read_only,
+            max_concurrent_tasks: c.scheduler.max_concurrent_tasks,
+            boost_factor: c.scheduler.priority_boost_factor,
+            boost_interval: c.scheduler.boost_interval,
+            default_timeout: c.scheduler.default_task_timeout,
+            output_limit: c.scheduler.output_limit_bytes,
+            kill_grace: c.scheduler.kill_grace,
+            capabilities: c.p2p.capabilities.clone(),
+        }
+    }
+}
+
+struct Envelope {
+    cmd: Command,
+    confirmed: bool,
+    source: Source,
+    reply: oneshot::Sender<Result<Reply, EngineError>>,
+}
+
+enum Msg {
+    Exec(Envelope),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A cloneable handle the faces use to talk to the engine.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Msg>,
+    snap: watch::Receiver<Arc<Snapshot>>,
+    events: broadcast::Sender<Event>,
+    policy: Policy,
+    logs: LogBuffer,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Exec(e) => write!(f, "Exec({:?})", e.cmd.kind()),
+            Msg::Shutdown(_) => write!(f, "Shutdown"),
+        }
+    }
+}
+
+impl EngineHandle {
+    /// Run one command through the policy gate. `confirmed` is the face's explicit
+    /// confirmation (dialog answered, `confirm: true`) for destructive commands.
+    pub async fn execute(
+        &self,
+        cmd: Command,
+        confirmed: bool,
+        source: Source,
+    ) -> Result<Reply, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Exec(Envelope {
+                cmd,
+                confirmed,
+                source,
+                reply,
+            }))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snap.borrow().clone()
+    }
+
+    /// A receiver that changes on every publish.
+    pub fn watch(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snap.clone()
+    }
+
+    /// Subscribe to events.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The policy in force (faces use it to hide refused actions).
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The log ring.
+    pub fn logs(&self) -> &LogBuffer {
+        &self.logs
+    }
+
+    /// Stop the engine: running tasks are killed (they are re-queued on the next start) and
+    /// the loop ends. Returns when it has.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct ActiveWorkflow {
+    row: WorkflowRow,
+    tasks: Vec<String>,
+}
+
+/// The engine's state. Built by [`Engine::start`], which runs it on a tokio task.
+pub struct Engine {
+    opts: EngineOptions,
+    store: Store,
+    clock: SharedClock,
+    policy: Policy,
+    queue: TaskQueue,
+    parked: HashMap<String, String>,
+    tasks: HashMap<String, TaskRow>,
+    workflows: HashMap<String, ActiveWorkflow>,
+    running: HashMap<String, RunHandle>,
+    cancel_requested: std::collections::HashSet<String>,
+    recent: VecDeque<QueueRow>,
+    hardware: HardwareReport,
+    logs: LogBuffer,
+    done_tx: mpsc::UnboundedSender<RunDone>,
+    snap_tx: watch::Sender<Arc<Snapshot>>,
+    events: broadcast::Sender<Event>,
+    version: u64,
+    dirty: bool,
+    started_at: Millis,
+    store_error: Option<String>,
+    load_avg: Option<f64>,
+}
+
+const RECENT: usize = 50;
+
+impl Engine {
+    /// Open the store, restore the queue (tasks that were running are re-queued and marked
+    /// retried) and start the engine loop. The caller must hold the data dir lock.
+    pub fn start(
+        opts: EngineOptions,
+        clock: SharedClock,
+        logs: LogBuffer,
+    ) -> Result<(EngineHandle, tokio::task::JoinHandle<()>), EngineError> {
+        let mut store = Store::open(&opts.db_path)?;
+        let requeued = store.requeue_interrupted()?;
+        let now = clock.now_ms();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+        let (events, _) = broadcast::channel(1024);
+        let policy = Policy {
+            read_only: opts.read_only,
+        };
+        let hardware = hardware::detect(&opts.capabilities);
+        let mut engine = Engine {
+            queue: TaskQueue::new(opts.boost_factor, opts.boost_interval.as_millis() as Millis),
+            opts,
+            store,
+            clock,
+            policy,
+            parked: HashMap::new(),
+            tasks: HashMap::new(),
+            workflows: HashMap::new(),
+            running: HashMap::new(),
+            cancel_requested: Default::default(),
+            recent: VecDeque::new(),
+            hardware,
+            logs: logs.clone(),
+            done_tx,
+            snap_tx,
+            events: events.clone(),
+            version: 0,
+            dirty: true,
+            started_at: now,
+            store_error: None,
+            load_avg: hardware::load_avg_1m(),
+        };
+        engine.restore(now)?;
+        if requeued > 0 {
+            warn!(
+                requeued,
+                "re-queued tasks that were running when the engine last stopped (marked retried)"
+            );
+        }
+        engine.dispatch();
+        engine.publish();
+        let (tx, rx) = mpsc::channel(256);
+        let handle = EngineHandle {
+            tx,
+            snap: snap_rx,
+            events,
+            policy,
+            logs,
+        };
+        let join = tokio::spawn(engine.run(rx, done_rx));
+        Ok((handle, join))
+    }
+
+    fn restore(&mut self, now: Millis) -> Result<(), EngineError> {
+        let active = self
+            .store
+            .list_workflows(Some(WorkflowStatus::Queued), None, usize::MAX >> 1)?
+            .into_iter()
+            .chain(self.store.list_workflows(
+                Some(WorkflowStatus::Running),
+                None,
+                usize::MAX >> 1,
+            )?)
+            .collect::<Vec<_>>();
+        for wf in active {
+            let tasks = self.store.tasks_of(&wf.id)?;
+            let status = workflow_status(tasks.iter().map(|t| t.state));
+            if status.is_terminal() {
+                self.store.set_workflow_status(&wf.id, status, now)?;
+                continue;
+            }
+            let ids = tasks.iter().map(|t| t.id.clone()).collect();
+            for t in tasks {
+                if t.state == TaskState::Queued {
+                    let _ = self
+                        .queue
+                        .push(&t.id, t.priority, t.enqueued_at, t.seq, now);
+                }
+                self.tasks.insert(t.id.clone(), t);
+            }
+            self.workflows.insert(
+                wf.id.clone(),
+                ActiveWorkflow {
+                    row: wf,
+                    tasks: ids,
+                },
+            );
+        }
+        for t in self.store.recent_finished_tasks(RECENT)? {
+            let name = self
+                .store
+                .workflow(&t.workflow_id)?
+                .map(|w| (w.name, w.tag));
+            if let Some((name, tag)) = name {
+                self.recent.push_back(row_of(&t, &name, tag, None, None));
+            }
+        }
+        info!(
+            queued = self.queue.len(),
+            workflows = self.workflows.len(),
+            "engine state restored from the store"
+        );
+        Ok(())
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        mut done_rx: mpsc::UnboundedReceiver<RunDone>,
+    ) {
+        let mut boost = tokio::time::interval(self.opts.boost_interval);
+        boost.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(5));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut shutdown_reply = None;
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Msg::Exec(env)) => self.handle(env),
+                    Some(Msg::Shutdown(tx)) => { shutdown_reply = Some(tx); break; }
+                    None => break,
+                },
+                Some(done) = done_rx.recv() => self.on_done(done),
+                _ = boost.tick() => {
+                    let n = self.queue.boost(self.clock.now_ms());
+                    if n > 0 {
+                        debug!(boosted = n, "starvation boost applied");
+                        self.dirty = true;
+                    }
+                }
+                _ = housekeeping.tick() => {
+                    let la = hardware::load_avg_1m();
+                    if la != self.load_avg { self.load_avg = la; self.dirty = true; }
+                    // A store that failed may have recovered (space freed): retry dispatch.
+                    if self.store_error.is_some() && self.store.ping().is_ok() {
+                        self.dispatch();
+                    }
+                }
+            }
+            if self.dirty {
+                self.publish();
+            }
+        }
+        self.stop_all().await;
+        if let Some(tx) = shutdown_reply {
+            let _ = tx.send(());
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        if self.running.is_empty() {
+            return;
+        }
+        info!(
+            running = self.running.len(),
+            "engine stopping: killing running tasks; they are re-queued on the next start"
+        );
+        for (_, h) in self.running.iter_mut() {
+            if let Some(pid) = h.pid {
+                runner::kill_group(pid, libc::SIGKILL);
+            }
+        }
+        self.running.clear();
+    }
+
+    fn handle(&mut self, env: Envelope) {
+        let kind = env.cmd.kind();
+        let what = self.describe(&env.cmd);
+        let result = self
+            .policy
+            .check(kind, env.confirmed, &what)
+            .map_err(EngineError::from)
+            .and_then(|_| self.apply(env.cmd, env.source));
+        if let Err(e) = &result {
+            match e {
+                EngineError::Policy(_) | EngineError::NotFound { .. } | EngineError::Spec(_) => {
+                    info!(
+                        command = kind.name(),
+                        source = env.source.as_str(),
+                        "refused: {e}"
+                    )
+                }
+                _ => error!(
+                    command = kind.name(),
+                    source = env.source.as_str(),
+                    "failed: {e}"
+                ),
+            }
+        }
+        let _ = env.reply.send(result);
+    }
+
+    fn describe(&self, cmd: &Command) -> String {
+        match cmd {
+            Command::CancelWorkflow { workflow_id } => match self.workflows.get(workflow_id) {
+                Some(w) => {
+                    let running = w
+                        .tasks
+                        .iter()
+                        .filter(|t| self.running.contains_key(*t))
+                        .count();
+                    format!(
+                        "cancel workflow {workflow_id} ({}): {running} running task(s) would be killed",
+                        w.row.name
+                    )
+                }
+                None => format!("cancel workflow {workflow_id}"),
+            },
+            other => other.kind().name().to_string(),
+        }
+    }
+
+    fn apply(&mut self, cmd: Command, source: Source) -> Result<Reply, EngineError> {
+        let now = self.clock.now_ms();
+        match cmd {
+            Command::SubmitWorkflow(spec) => {
+                let id = format!("wf-{}", ulid::Ulid::new().to_string().to_lowercase());
+                let rows = self.store.insert_workflow(
+                    &id,
+                    &spec.name,
+                    spec.tag,
+                    spec.priority,
+                    &spec.tasks,
+                    source.as_str(),
+                    now,
+                )?;
+                let wf = self.store.workflow(&id)?.ok_or(EngineError::NotFound {
+                    what: "workflow",
+                    id: id.clone(),
+                })?;
+                let n = rows.len();
+                let ids = rows.iter().map(|r| r.id.clone()).collect();
+                for r in rows {
+                    let _ = self
+                        .queue
+                        .push(&r.id, r.priority, r.enqueued_at, r.seq, now);
+                    self.tasks.insert(r.id.clone(), r);
+                }
+                info!(
+                    workflow = %id,
+                    name = %spec.name,
+                    tag = %spec.tag,
+                    priority = spec.priority,
+                    tasks = n,
+                    source = source.as_str(),
+                    "workflow submitted"
+                );
+                let _ = self.events.send(Event::WorkflowSubmitted {
+                    workflow_id: id.clone(),
+                    name: spec.name.clone(),
+                    source: source.as_str(),
+                });
+                self.workflows.insert(
+                    id.clone(),
+                    ActiveWorkflow {
+                        row: wf,
+                        tasks: ids,
+                    },
+                );
+                self.dirty = true;
+                self.dispatch();
+                Ok(Reply::Submitted(Submitted {
+                    workflow_id: id,
+                    tasks: n,
+                }))
+            }
+            Command::CancelWorkflow { workflow_id } => self.cancel(&workflow_id, now),
+            Command::SetTaskPriority { task_id, priority } => {
+                if priority > crate::sched::workflow::MAX_PRIORITY {
+                    return Err(EngineError::Invalid(format!(
+                        "priority {priority} is out of range 0..=1000"
+                    )));
+                }
+                let state = self.tasks.get(&task_id).map(|t| t.state);
+                match state {
+                    None => {
+                        return Err(match self.store.task(&task_id)? {
+                            Some(t) => EngineError::Invalid(format!(
+                                "task {task_id} is {}; only queued tasks can be reprioritised",
+                                t.state.as_str()
+                            )),
+                            None => EngineError::NotFound {
+                                what: "task",
+                                id: task_id,
+                            },
+                        });
+                    }
+                    Some(s) if s != TaskState::Queued => {
+                        return Err(EngineError::Invalid(format!(
+                            "task {task_id} is {}; only queued tasks can be reprioritised",
+                            s.as_str()
+                        )));
+                    }
+                    Some(_) => {}
+                }
+                self.store.set_task_priority(&task_id, priority)?;
+                let effective = if self.queue.contains(&task_id) {
+                    self.queue
+                        .set_priority(&task_id, priority, now)
+                        .map_err(|e| EngineError::Invalid(e.to_string()))?
+                        .priority()
+                } else {
+                    priority as f64
+                };
+                if let Some(t) = self.tasks.get_mut(&task_id) {
+                    t.priority = priority;
+                }
+                info!(task = %task_id, priority, "task priority set");
+                self.dirty = true;
+                Ok(Reply::Priority(PriorityReport {
+                    task_id,
+                    priority,
+                    effective_priority: effective,
+                }))
+            }
+            Command::ListWorkflows { status, tag, limit } => {
+                let limit = limit.clamp(1, 1000);
+                let rows = self.store.list_workflows(status, tag, limit)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for w in rows {
+                    let tasks = self.store.tasks_of(&w.id)?;
+                    out.push(WorkflowSummary {
+                        total: tasks.len(),
+                        completed: tasks
+                            .iter()
+                            .filter(|t| t.state == TaskState::Succeeded)
+                            .count(),
+                        failed: tasks
+                            .iter()
+                            .filter(|t| matches!(t.state, TaskState::Failed | TaskState::TimedOut))
+                            .count(),
+                        workflow_id: w.id,
+                        name: w.name,
+                        tag: w.tag,
+                        priority: w.priority,
+                        status: w.status,
+                        created_at: rfc3339(w.created_at),
+                        source: w.source,
+                    });
+                }
+                Ok(Reply::Workflows(WorkflowList { workflows: out }))
+            }
+            Command::GetWorkflowStatus { workflow_id } => {
+                let w =
+                    self.store
+                        .workflow(&workflow_id)?
+                        .ok_or_else(|| EngineError::NotFound {
+                            what: "workflow",
+                            id: workflow_id.clone(),
+                        })?;
+                let tasks = self.store.tasks_of(&workflow_id)?;
+                Ok(Reply::WorkflowStatus(Box::new(
+                    self.status_report(w, tasks),
+                )))
+            }
+            Command::GetTaskOutput { task_id } => {
+                let t = self
+                    .store
+                    .task(&task_id)?
+                    .ok_or_else(|| EngineError::NotFound {
+                        what: "task",
+                        id: task_id.clone(),
+                    })?;
+                let (output, truncated) = self.store.task_output(&task_id)?.unwrap_or_default();
+                Ok(Reply::Output(TaskOutput {
+                    task_id,
+                    state: t.state,
+                    output,
+                    truncated,
+                }))
+            }
+            Command::GetSystemStatus => Ok(Reply::System(Box::new(self.system_status(now)?))),
+            Command::GetServiceHealth { services } => {
+                let all = self.health();
+                let known: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+                for s in &services {
+                    if !known.contains(&s.as_str()) {
+                        return Err(EngineError::Invalid(format!(
+                            "unknown service {s:?}; known: {}",
+                            known.join(", ")
+                        )));
+                    }
+                }
+                let chosen: Vec<ServiceHealth> = all
+                    .into_iter()
+                    .filter(|s| services.is_empty() || services.contains(&s.name))
+                    .collect();
+                let overall = if chosen
+                    .iter()
+                    .all(|s| s.status == "ok" || s.status == "disabled")
+                {
+                    "ok"
+                } else {
+                    "degraded"
+                };
+                Ok(Reply::Health(ServiceHealthReport {
+                    overall: overall.into(),
+                    services: chosen,
+                }))
+            }
+            Command::GetRecentLogs {
+                level,
+                lines,
+                service,
+            } => {
+                let min = match level.as_deref() {
+                    None => tracing::Level::TRACE,
+                    Some(l) => parse_level(l).ok_or_else(|| {
+                        EngineError::Invalid(format!(
+                            "unknown level {l:?}; expected debug, info, warning or error"
+                        ))
+                    })?,
+                };
+                let lines = lines.clamp(1, 10_000);
+                let (recs, matched) = self.logs.select(lines, |r| {
+                    r.level <= min && service.as_deref().is_none_or(|s| r.service == s)
+                });
+                Ok(Reply::Logs(log_report(recs, matched)))
+            }
+            Command::SearchLogs { query, time_range } => {
+                if query.is_empty() {
+                    return Err(EngineError::Invalid("query must not be empty".into()));
+                }
+                let since = match time_range.as_deref() {
+                    None | Some("") | Some("all") => i64::MIN,
+                    Some(r) => {
+                        now - crate::config::duration::parse(r)
+                            .map_err(|e| EngineError::Invalid(format!("time_range {r:?}: {e}")))?
+                            .as_millis() as i64
+                    }
+                };
+                let re = RegexBuilder::new(&query)
+                    .case_insensitive(true)
+                    .size_limit(1 << 20)
+                    .build()
+                    .or_else(|_| {
+                        RegexBuilder::new(&regex::escape(&query))
+                            .case_insensitive(true)
+                            .build()
+                    })
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?;
+                let (recs, matched) = self.logs.select(1000, |r| {
+                    r.at >= since && (re.is_match(&r.message) || re.is_match(&r.service))
+                });
+                Ok(Reply::Logs(log_report(recs, matched)))
+            }
+            Command::DetectHardware => {
+                self.hardware = hardware::detect(&self.opts.capabilities);
+                Ok(Reply::Hardware(self.hardware.clone()))
+            }
+        }
+    }
+
+    fn cancel(&mut self, workflow_id: &str, now: Millis) -> Result<Reply, EngineError> {
+        let Some(wf) = self.workflows.get(workflow_id) else {
+            let w = self
+                .store
+                .workflow(workflow_id)?
+                .ok_or_else(|| EngineError::NotFound {
+                    what: "workflow",
+                    id: workflow_id.into(),
+                })?;
+            return Ok(Reply::Cancelled(CancelReport {
+                workflow_id: workflow_id.into(),
+                cancelled_queued: 0,
+                killed_running: 0,
+                status: w.status,
+            }));
+        };
+        let task_ids = wf.tasks.clone();
+        let cancelled = self.store.cancel_queued(workflow_id, now)?;
+        for id in &cancelled {
+            let _ = self.queue.remove(id);
+            self.parked.remove(id);
+            if let Some(t) = self.tasks.get_mut(id) {
+                t.state = TaskState::Cancelled;
+                t.finished_at = Some(now);
+                t.error = Some("cancelled while queued".into());
+            }
+        }
+        let mut killed = 0;
+        for id in &task_ids {
+            if let Some(h) = self.running.get_mut(id) {
+                h.cancel();
+                self.cancel_requested.insert(id.clone());
+                killed += 1;
+            }
+        }
+        info!(
+            workflow = %workflow_id,
+            cancelled_queued = cancelled.len(),
+            killed_running = killed,
+            "workflow cancelled"
+        );
+        self.dirty = true;
+        let status = self.refresh_workflow(workflow_id, now)?;
+        Ok(Reply::Cancelled(CancelReport {
+            workflow_id: workflow_id.into(),
+            cancelled_queued: cancelled.len(),
+            killed_running: killed,
+            status,
+        }))
+    }
+
+    fn refresh_workflow(
+        &mut self,
+        workflow_id: &str,
+        now: Millis,
+    ) -> Result<WorkflowStatus, EngineError> {
+        let Some(wf) = self.workflows.get(workflow_id) else {
+            return Ok(WorkflowStatus::Completed);
+        };
+        let status = workflow_status(
+            wf.tasks
+                .iter()
+                .filter_map(|t| self.tasks.get(t).map(|t| t.state)),
+        );
+        if status != wf.row.status {
+            self.store.set_workflow_status(workflow_id, status, now)?;
+        }
+        if status.is_terminal() {
+            if let Some(wf) = self.workflows.remove(workflow_id) {
+                for t in &wf.tasks {
+                    if let Some(row) = self.tasks.remove(t) {
+                        self.recent
+                            .push_front(row_of(&row, &wf.row.name, wf.row.tag, None, None));
+                    }
+                }
+                self.recent.truncate(RECENT);
+                info!(workflow = %workflow_id, status = status.as_str(), "workflow finished");
+                let _ = self.events.send(Event::WorkflowFinished {
+                    workflow_id: workflow_id.into(),
+                    status,
+                });
+            }
+        } else if let Some(wf) = self.workflows.get_mut(workflow_id) {
+            wf.row.status = status;
+        }
+        Ok(status)
+    }
+
+    fn dispatch(&mut self) {
+        while self.running.len() < self.opts.max_concurrent_tasks {
+            let Some((entry, key)) = self.queue.pop() else {
+                break;
+            };
+            let Some(task) = self.tasks.get(&entry.task_id).cloned() else {
+                continue;
+            };
+            if let Some(missing) = task
+                .spec
+                .requires
+                .iter()
+                .find(|r| !self.hardware.capabilities.contains(r))
+            {
+                let why = format!("a node with {missing:?}");
+                warn!(task = %task.id, "task parked: this node lacks capability {missing:?}");
+                self.parked.insert(task.id.clone(), why);
+                self.dirty = true;
+                continue;
+            }
+            let now = self.clock.now_ms();
+            if let Err(e) = self.store.mark_started(&task.id, &self.opts.node_name, now) {
+                error!(task = %task.id, "cannot record task start, not starting it: {e}");
+                self.store_error = Some(e.to_string());
+                let _ = self.queue.push(
+                    &task.id,
+                    entry.base_priority,
+                    entry.enqueued_at,
+                    key.seq,
+                    now,
+                );
+                break;
+            }
+            self.store_error = None;
+            let timeout = task
+                .spec
+                .timeout_s
+                .map(Duration::from_secs)
+                .unwrap_or(self.opts.default_timeout);
+            let handle = spawn_task(
+                RunRequest {
+                    task_id: task.id.clone(),
+                    spec: task.spec.clone(),
+                    timeout,
+                    output_limit: self.opts.output_limit,
+                    kill_grace: self.opts.kill_grace,
+                },
+                self.done_tx.clone(),
+            );
+            info!(task = %task.id, pid = ?handle.pid, "task started");
+            if let Some(t) = self.tasks.get_mut(&task.id) {
+                t.state = TaskState::Running;
+                t.started_at = Some(now);
+                t.attempts += 1;
+                t.owner = Some(self.opts.node_name.clone());
+            }
+            self.running.insert(task.id.clone(), handle);
+            let _ = self.events.send(Event::TaskStarted {
+                task_id: task.id.clone(),
+            });
+            let wf = task.workflow_id.clone();
+            if let Err(e) = self.refresh_workflow(&wf, now) {
+                error!(workflow = %wf, "cannot update workflow status: {e}");
+            }
+            self.dirty = true;
+        }
+    }
+
+    fn on_done(&mut self, done: RunDone) {
+        let now = self.clock.now_ms();
+        self.running.remove(&done.task_id);
+        let mut outcome = done.outcome;
+        if self.cancel_requested.remove(&done.task_id) && outcome.state != TaskState::Succeeded {
+            outcome.state = TaskState::Cancelled;
+        }
+        if let Err(e) = self.store.mark_finished(&done.task_id, &outcome, now) {
+            // The row stays `running`; the next start re-queues it (at-least-once).
+            error!(task = %done.task_id, "cannot record task result: {e}");
+            self.store_error = Some(e.to_string());
+        }
+        let level_warn = !matches!(outcome.state, TaskState::Succeeded | TaskState::Cancelled);
+        if level_warn {
+            warn!(
+                task = %done.task_id,
+                state = outcome.state.as_str(),
+                exit_code = ?outcome.exit_code,
+                duration_ms = outcome.duration_ms,
+                "task finished: {}",
+                outcome.error.as_deref().unwrap_or("")
+            );
+        } else {
+            info!(
+                task = %done.task_id,
+                state = outcome.state.as_str(),
+                duration_ms = outcome.duration_ms,
+                "task finished"
+            );
+        }
+        let _ = self.events.send(Event::TaskFinished {
+            task_id: done.task_id.clone(),
+            state: outcome.state,
+        });
+        let wf = if let Some(t) = self.tasks.get_mut(&done.task_id) {
+            t.state = outcome.state;
+            t.exit_code = outcome.exit_code;
+            t.signal = outcome.signal;
+            t.duration_ms = Some(outcome.duration_ms);
+            t.finished_at = Some(now);
+            t.error = outcome.error;
+            Some(t.workflow_id.clone())
+        } else {
+            None
+        };
+        if let Some(wf) = wf
+            && let Err(e) = self.refresh_workflow(&wf, now)
+        {
+            error!(workflow = %wf, "cannot update workflow status: {e}");
+        }
+        self.dirty = true;
+        self.dispatch();
+    }
+
+    fn status_report(&self, w: WorkflowRow, tasks: Vec<TaskRow>) -> WorkflowStatusReport {
+        let count = |f: &dyn Fn(TaskState) -> bool| tasks.iter().filter(|t| f(t.state)).count();
+        let status = workflow_status(tasks.iter().map(|t| t.state));
+        WorkflowStatusReport {
+            total: tasks.len(),
+            completed: count(&|s| s == TaskState::Succeeded),
+            failed: count(&|s| matches!(s, TaskState::Failed | TaskState::TimedOut)),
+            cancelled: count(&|s| s == TaskState::Cancelled),
+            running: count(&|s| s == TaskState::Running),
+            queued: count(&|s| s == TaskState::Queued),
+            workflow_id: w.id,
+            name: w.name,
+            tag: w.tag,
+            priority: w.priority,
+            status,
+            created_at: rfc3339(w.created_at),
+            finished_at: w.finished_at.map(rfc3339),
+            tasks: tasks
+                .into_iter()
+                .map(|t| TaskReport {
+                    waiting_for: self.parked.get(&t.id).cloned(),
+                    task_id: t.id,
+                    index: t.idx,
+                    state: t.state,
+                    command: t.spec.command,
+                    requires: t.spec.requires,
+                    priority: t.priority,
+                    exit_code: t.exit_code,
+                    signal: t.signal,
+                    duration_ms: t.duration_ms,
+                    attempts: t.attempts,
+                    retried: t.retried,
+                    owner: t.owner,
+                    error: t.error,
+                })
+                .collect(),
+        }
+    }
+
+    fn health(&self) -> Vec<ServiceHealth> {
+        let h = |name: &str, status: &str, detail: String| ServiceHealth {
+            name: name.into(),
+            status: status.into(),
+            detail,
+        };
+        let store = match (&self.store_error, self.store.ping()) {
+            (_, Err(e)) => h("store", "error", e.to_string()),
+            (Some(e), Ok(())) => h("store", "degraded", format!("last write failed: {e}")),
+            (None, Ok(())) => h(
+                "store",
+                "ok",
+                format!("SQLite WAL at {}", self.opts.db_path.display()),
+            ),
+        };
+        vec![
+            h(
+                "engine",
+                "ok",
+                format!(
+                    "pid {}, {} workflow(s) active",
+                    std::process::id(),
+                    self.workflows.len()
+                ),
+            ),
+            store,
+            h(
+                "scheduler",
+                "ok",
+                format!(
+                    "{} queued, {} running of {} slots, {} parked",
+                    self.queue.len(),
+                    self.running.len(),
+                    self.opts.max_concurrent_tasks,
+                    self.parked.len()
+                ),
+            ),
+            h("mcp", "ok", "stdio and Unix socket faces".into()),
+            h(
+                "p2p",
+                "disabled",
+                "the libp2p mesh is not in this build yet".into(),
+            ),
+            h(
+                "github",
+                "disabled",
+                "the GitHub layer is not in this build yet".into(),
+            ),
+            h("autoscaler", "disabled", "not in this build yet".into()),
+            h("compute", "disabled", "not in this build yet".into()),
+            h("orchestrator", "disabled", "not in this build yet".into()),
+        ]
+    }
+
+    fn system_status(&self, now: Millis) -> Result<SystemStatus, EngineError> {
+        let counts = self.store.counts()?;
+        let health = self.health();
+        let degraded = health
+            .iter()
+            .any(|s| s.status == "error" || s.status == "degraded");
+        Ok(SystemStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            node: self.opts.node_name.clone(),
+            pid: std::process::id(),
+            uptime_s: ((now - self.started_at).max(0) / 1000) as u64,
+            read_only: self.opts.read_only,
+            data_dir: self.opts.data_dir.display().to_string(),
+            health: if degraded { "degraded" } else { "ok" }.into(),
+            queue: QueueStatus {
+                queued: self.queue.len() + self.parked.len(),
+                running: self.running.len(),
+                max_concurrent_tasks: self.opts.max_concurrent_tasks,
+                tasks_by_state: counts.tasks,
+                workflows_by_status: counts.workflows,
+            },
+            load_avg_1m: self.load_avg,
+            capabilities: self.hardware.capabilities.clone(),
+            services: health,
+            github_rate_limit: None,
+        })
+    }
+
+    fn publish(&mut self) {
+        let now = self.clock.now_ms();
+        let mut queue = Vec::with_capacity(self.tasks.len() + self.recent.len());
+        let wf_of = |t: &TaskRow| {
+            self.workflows
+                .get(&t.workflow_id)
+                .map(|w| (w.row.name.clone(), w.row.tag))
+        };
+        let mut running: Vec<&TaskRow> = self
+            .tasks
+            .values()
+            .filter(|t| t.state == TaskState::Running)
+            .collect();
+        running.sort_by_key(|t| (t.started_at, t.seq));
+        for t in running {
+            if let Some((n, tag)) = wf_of(t) {
+                queue.push(row_of(t, &n, tag, None, None));
+            }
+        }
+        for (e, k) in self.queue.ordered() {
+            if let Some(t) = self.tasks.get(&e.task_id)
+                && let Some((n, tag)) = wf_of(t)
+            {
+                queue.push(row_of(t, &n, tag, Some(k.priority()), None));
+            }
+        }
+        let mut parked: Vec<_> = self.parked.iter().collect();
+        parked.sort();
+        for (id, why) in parked {
+            if let Some(t) = self.tasks.get(id)
+                && let Some((n, tag)) = wf_of(t)
+            {
+                queue.push(row_of(t, &n, tag, None, Some(why.clone())));
+            }
+        }
+        queue.extend(self.recent.iter().cloned());
+        let counts = self.store.counts().unwrap_or_default();
+        self.version += 1;
+        let snap = Snapshot {
+            version: self.version,
+            taken_at: now,
+            node: NodeView {
+                name: self.opts.node_name.clone(),
+                peer_id: None,
+                addresses: Vec::new(),
+                capabilities: self.hardware.capabilities.clone(),
+                running: self.running.len(),
+                max_tasks: self.opts.max_concurrent_tasks,
+                load_avg: self.load_avg,
+                read_only: self.opts.read_only,
+                started_at: self.started_at,
+                pid: std::process::id(),
+                data_dir: self.opts.data_dir.display().to_string(),
+            },
+            queue,
+            counts,
+            health: self.health(),
+            ..Snapshot::default()
+        };
+        self.snap_tx.send_replace(Arc::new(snap));
+        self.dirty = false;
+    }
+}
+
+fn row_of(
+    t: &TaskRow,
+    name: &str,
+    tag: crate::sched::workflow::WorkflowTag,
+    effective: Option<f64>,
+    waiting_for: Option<String>,
+) -> QueueRow {
+    QueueRow {
+        task_id: t.id.clone(),
+        workflow_id: t.workflow_id.clone(),
+        workflow_name: name.to_string(),
+        tag,
+        index: t.idx,
+        state: t.state,
+        priority: t.priority,
+        effective_priority: effective.unwrap_or(t.priority as f64),
+        enqueued_at: t.enqueued_at,
+        started_at: t.started_at,
+        finished_at: t.finished_at,
+        owner: t.owner.clone(),
+        waiting_for,
+        exit_code: t.exit_code,
+        retried: t.retried,
+        command: t.spec.command.join(" "),
+    }
+}
+
+fn log_report(recs: Vec<logbuf::LogRecord>, matched: usize) -> LogReport {
+    LogReport {
+        records: recs
+            .into_iter()
+            .map(|r| LogLine {
+                time: rfc3339(r.at),
+                level: level_name(r.level).into(),
+                service: r.service,
+                message: r.message,
+            })
+            .collect(),
+        matched,
+    }
+}

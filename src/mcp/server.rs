@@ -1,0 +1,394 @@
+//! The MCP tools: each one builds a [`Command`] and runs it through the engine's policy gate.
+//! Tool names and arguments follow the seed documents; every tool has an output schema and
+//! `readOnlyHint`/`destructiveHint` annotations taken from the policy table.
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{Implementation, ServerCapabilities, ServerConfig, ToolAnnotations};
+use rmcp::{Json, ServerHandler, tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::engine::command::*;
+use crate::engine::{Command, CommandKind, Danger, EngineError, EngineHandle, Reply, Source};
+use crate::sched::workflow::{TaskSpec, WorkflowSpec};
+
+/// MCP tool name -> engine command kind: the one table tool annotations come from.
+pub const TOOL_TABLE: &[(&str, CommandKind)] = &[
+    ("submit_p2p_workflow", CommandKind::SubmitWorkflow),
+    ("list_workflows", CommandKind::ListWorkflows),
+    ("get_workflow_status", CommandKind::GetWorkflowStatus),
+    ("cancel_workflow", CommandKind::CancelWorkflow),
+    ("set_task_priority", CommandKind::SetTaskPriority),
+    ("get_task_output", CommandKind::GetTaskOutput),
+    ("get_system_status", CommandKind::GetSystemStatus),
+    ("get_service_health", CommandKind::GetServiceHealth),
+    ("get_recent_logs", CommandKind::GetRecentLogs),
+    ("search_logs", CommandKind::SearchLogs),
+    ("detect_hardware", CommandKind::DetectHardware),
+];
+
+/// The command kind behind a tool name.
+pub fn tool_kind(name: &str) -> Option<CommandKind> {
+    TOOL_TABLE.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+}
+
+/// Arguments of `submit_p2p_workflow`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SubmitArgs {
+    /// Workflow name.
+    pub name: String,
+    /// Tasks: each `{"command": [argv...], "env": {...}, "timeout_s": N, "requires": [...]}`.
+    #[schemars(with = "Vec<TaskSpec>")]
+    pub tasks: Value,
+    /// 0..=1000, lower is more urgent (default 500).
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// One of github-api, p2p-eligible (default), p2p-only, unit-test, code-generation,
+    /// web-scraping, data-processing.
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+/// Arguments of `list_workflows`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct ListArgs {
+    /// queued, running, completed, failed, cancelled, or all (default).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Only workflows with this tag.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// At most this many, newest first (default 50, max 1000).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// A workflow id.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct WorkflowIdArgs {
+    /// Workflow id, e.g. `wf-01jd...`.
+    pub workflow_id: String,
+}
+
+/// Arguments of `cancel_workflow`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CancelArgs {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Must be true: cancelling kills running tasks.
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+/// Arguments of `set_task_priority`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PriorityArgs {
+    /// Task id (`<workflow id>.<index>`).
+    pub task_id: String,
+    /// New priority 0..=1000 (lower is more urgent).
+    pub priority: u16,
+}
+
+/// A task id.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct TaskIdArgs {
+    /// Task id (`<workflow id>.<index>`).
+    pub task_id: String,
+}
+
+/// Arguments of `get_service_health`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct HealthArgs {
+    /// Services to report (default all): engine, store, scheduler, mcp, p2p, github,
+    /// autoscaler, compute, orchestrator.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+/// Arguments of `get_recent_logs`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct RecentLogsArgs {
+    /// Minimum level: debug, info, warning, error (default: all).
+    #[serde(default)]
+    pub level: Option<String>,
+    /// How many records (default 100, max 10000).
+    #[serde(default)]
+    pub lines: Option<usize>,
+    /// Only this service (engine, scheduler, store, mcp, tui, ...).
+    #[serde(default)]
+    pub service: Option<String>,
+}
+
+/// Arguments of `search_logs`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SearchLogsArgs {
+    /// Regex (case-insensitive; taken literally if it is not a valid regex).
+    pub query: String,
+    /// Look back this far, e.g. 15m, 1h, 24h (default: all retained records).
+    #[serde(default)]
+    pub time_range: Option<String>,
+}
+
+/// The MCP server over one engine.
+#[derive(Clone)]
+pub struct FlotillaMcp {
+    engine: EngineHandle,
+    tool_router: ToolRouter<Self>,
+}
+
+type ToolResult<T> = Result<Json<T>, String>;
+
+fn err(e: EngineError) -> String {
+    e.to_string()
+}
+
+fn unexpected(r: Reply) -> String {
+    format!("internal error: unexpected reply {r:?}")
+}
+
+#[tool_router(router = tool_router)]
+impl FlotillaMcp {
+    /// A server on `engine`; annotations are set from the policy table.
+    pub fn new(engine: EngineHandle) -> Self {
+        let mut tool_router = Self::tool_router();
+        for route in tool_router.map.values_mut() {
+            if let Some(kind) = tool_kind(&route.attr.name) {
+                let d = kind.danger();
+                let mut a = ToolAnnotations::default();
+                a.read_only_hint = Some(d == Danger::Read);
+                a.destructive_hint = Some(d == Danger::Destructive);
+                a.idempotent_hint = Some(d == Danger::Read);
+                a.open_world_hint = Some(false);
+                route.attr.annotations = Some(a);
+            }
+        }
+        Self {
+            engine,
+            tool_router,
+        }
+    }
+
+    /// Every tool with its annotations, as `tools/list` gives them.
+    pub fn tools(&self) -> Vec<rmcp::model::Tool> {
+        self.tool_router.list_all()
+    }
+
+    async fn run(&self, cmd: Command, confirmed: bool) -> Result<Reply, String> {
+        self.engine
+            .execute(cmd, confirmed, Source::Mcp)
+            .await
+            .map_err(err)
+    }
+
+    /// Submit a workflow of process tasks to the queue; returns its id once it is stored.
+    #[tool(name = "submit_p2p_workflow")]
+    async fn submit_p2p_workflow(
+        &self,
+        Parameters(a): Parameters<SubmitArgs>,
+    ) -> ToolResult<Submitted> {
+        let spec = WorkflowSpec::from_parts(&a.name, &a.tasks, a.priority, a.tag.as_deref())
+            .map_err(|e| format!("invalid workflow: {e}"))?;
+        match self.run(Command::SubmitWorkflow(spec), false).await? {
+            Reply::Submitted(s) => Ok(Json(s)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// List workflows, newest first, filtered by status and tag.
+    #[tool(name = "list_workflows")]
+    async fn list_workflows(
+        &self,
+        Parameters(a): Parameters<ListArgs>,
+    ) -> ToolResult<WorkflowList> {
+        let status = match a.status.as_deref() {
+            None | Some("all") | Some("") => None,
+            Some(s) => Some(
+                s.parse()
+                    .map_err(|e: String| format!("status: {e} or all"))?,
+            ),
+        };
+        let tag = match a.tag.as_deref() {
+            None | Some("") => None,
+            Some(t) => Some(
+                t.parse()
+                    .map_err(|e: crate::sched::workflow::SpecError| e.to_string())?,
+            ),
+        };
+        let cmd = Command::ListWorkflows {
+            status,
+            tag,
+            limit: a.limit.unwrap_or(50),
+        };
+        match self.run(cmd, false).await? {
+            Reply::Workflows(w) => Ok(Json(w)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// A workflow's status (queued, running, completed, failed, cancelled), counts and tasks.
+    #[tool(name = "get_workflow_status")]
+    async fn get_workflow_status(
+        &self,
+        Parameters(a): Parameters<WorkflowIdArgs>,
+    ) -> ToolResult<WorkflowStatusReport> {
+        let cmd = Command::GetWorkflowStatus {
+            workflow_id: a.workflow_id,
+        };
+        match self.run(cmd, false).await? {
+            Reply::WorkflowStatus(w) => Ok(Json(*w)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Cancel a workflow: drops its queued tasks and kills its running ones. Destructive:
+    /// needs confirm=true.
+    #[tool(name = "cancel_workflow")]
+    async fn cancel_workflow(
+        &self,
+        Parameters(a): Parameters<CancelArgs>,
+    ) -> ToolResult<CancelReport> {
+        let cmd = Command::CancelWorkflow {
+            workflow_id: a.workflow_id,
+        };
+        match self.run(cmd, a.confirm).await? {
+            Reply::Cancelled(c) => Ok(Json(c)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Set a queued task's priority (0..=1000, lower is more urgent).
+    #[tool(name = "set_task_priority")]
+    async fn set_task_priority(
+        &self,
+        Parameters(a): Parameters<PriorityArgs>,
+    ) -> ToolResult<PriorityReport> {
+        let cmd = Command::SetTaskPriority {
+            task_id: a.task_id,
+            priority: a.priority,
+        };
+        match self.run(cmd, false).await? {
+            Reply::Priority(p) => Ok(Json(p)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// The captured output (tail of stdout and stderr) of a task.
+    #[tool(name = "get_task_output")]
+    async fn get_task_output(
+        &self,
+        Parameters(a): Parameters<TaskIdArgs>,
+    ) -> ToolResult<TaskOutput> {
+        match self
+            .run(Command::GetTaskOutput { task_id: a.task_id }, false)
+            .await?
+        {
+            Reply::Output(o) => Ok(Json(o)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Node, queue and service summary: health, load, capabilities, counts.
+    #[tool(name = "get_system_status")]
+    async fn get_system_status(&self) -> ToolResult<SystemStatus> {
+        match self.run(Command::GetSystemStatus, false).await? {
+            Reply::System(s) => Ok(Json(*s)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Health of services (engine, store, scheduler, mcp, p2p, github, autoscaler, compute,
+    /// orchestrator).
+    #[tool(name = "get_service_health")]
+    async fn get_service_health(
+        &self,
+        Parameters(a): Parameters<HealthArgs>,
+    ) -> ToolResult<ServiceHealthReport> {
+        match self
+            .run(
+                Command::GetServiceHealth {
+                    services: a.services,
+                },
+                false,
+            )
+            .await?
+        {
+            Reply::Health(h) => Ok(Json(h)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// The most recent log records, filtered by minimum level and service.
+    #[tool(name = "get_recent_logs")]
+    async fn get_recent_logs(
+        &self,
+        Parameters(a): Parameters<RecentLogsArgs>,
+    ) -> ToolResult<LogReport> {
+        let cmd = Command::GetRecentLogs {
+            level: a.level,
+            lines: a.lines.unwrap_or(100),
+            service: a.service,
+        };
+        match self.run(cmd, false).await? {
+            Reply::Logs(l) => Ok(Json(l)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Search log records by regex within a time range.
+    #[tool(name = "search_logs")]
+    async fn search_logs(
+        &self,
+        Parameters(a): Parameters<SearchLogsArgs>,
+    ) -> ToolResult<LogReport> {
+        let cmd = Command::SearchLogs {
+            query: a.query,
+            time_range: a.time_range,
+        };
+        match self.run(cmd, false).await? {
+            Reply::Logs(l) => Ok(Json(l)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Detected hardware (CPU, memory, accelerators) and this node's capability labels.
+    #[tool(name = "detect_hardware")]
+    async fn detect_hardware(&self) -> ToolResult<HardwareReport> {
+        match self.run(Command::DetectHardware, false).await? {
+            Reply::Hardware(h) => Ok(Json(h)),
+            r => Err(unexpected(r)),
+        }
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for FlotillaMcp {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build());
+        info.server_info = Implementation::new("flotilla", env!("CARGO_PKG_VERSION"));
+        info.instructions = Some(
+            "Flotilla: control center for self-hosted CI fleets. Submit process workflows with \
+             submit_p2p_workflow, follow them with get_workflow_status, read the node with \
+             get_system_status. Destructive tools need confirm=true."
+                .into(),
+        );
+        info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_table_covers_every_command_kind_once() {
+        for k in CommandKind::ALL {
+            assert_eq!(
+                TOOL_TABLE.iter().filter(|(_, tk)| *tk == k).count(),
+                1,
+                "{k:?}"
+            );
+        }
+    }
+}

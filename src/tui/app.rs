@@ -1,0 +1,923 @@
+//! UI state and the pure `update` step (Elm architecture): `update(&mut UiState, Action,
+//! &Snapshot, now) -> Vec<Effect>`. Effects (engine calls, file reads) run in the main loop
+//! and come back as [`Action::Done`].
+
+use std::path::PathBuf;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use regex::{Regex, RegexBuilder};
+use tui_logger::{TuiWidgetEvent, TuiWidgetState};
+
+use super::keymap::{Keymap, Pane, action, key_of};
+use crate::clock::Millis;
+use crate::engine::command::{Submitted, TaskOutput};
+use crate::engine::snapshot::QueueRow;
+use crate::engine::{Command, CommandKind, Danger, Policy, Reply, Snapshot};
+use crate::sched::workflow::{MAX_PRIORITY, TaskState};
+
+/// How long a status message stays in the footer, ms.
+pub const STATUS_TTL_MS: Millis = 6_000;
+/// Priority step of raise/lower.
+pub const PRIORITY_STEP: u16 = 10;
+
+/// A row filter: a case-insensitive regex, inverted with a leading `!`.
+#[derive(Debug, Clone)]
+pub struct RowFilter {
+    /// As typed, e.g. `!build`.
+    pub text: String,
+    regex: Regex,
+    invert: bool,
+}
+
+impl RowFilter {
+    /// Parse `text`; an empty text means no filter.
+    pub fn parse(text: &str) -> Result<Option<RowFilter>, String> {
+        let (invert, pat) = match text.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, text),
+        };
+        if pat.is_empty() {
+            return Ok(None);
+        }
+        let regex = RegexBuilder::new(pat)
+            .case_insensitive(true)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| {
+                format!(
+                    "bad filter regex: {}",
+                    e.to_string().lines().last().unwrap_or("")
+                )
+            })?;
+        Ok(Some(RowFilter {
+            text: text.to_string(),
+            regex,
+            invert,
+        }))
+    }
+    /// Whether a row with this text is kept.
+    pub fn keeps(&self, hay: &str) -> bool {
+        self.regex.is_match(hay) != self.invert
+    }
+}
+
+/// Severity of a footer message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Information.
+    Info,
+    /// Something was refused or failed.
+    Error,
+}
+
+/// A confirm dialog and what happens on yes.
+#[derive(Debug, Clone)]
+pub struct Confirm {
+    /// Title.
+    pub title: String,
+    /// What will happen.
+    pub body: String,
+    /// Effect to run on yes.
+    pub on_yes: Effect,
+}
+
+/// An opened task output.
+#[derive(Debug, Clone)]
+pub struct OutputView {
+    /// The output.
+    pub output: TaskOutput,
+    /// Lines scrolled up from the bottom.
+    pub scroll_back: u16,
+}
+
+/// Input mode.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Keys run bindings.
+    Normal,
+    /// `:` command line being typed.
+    Command(String),
+    /// `/` filter being typed.
+    Filter(String),
+    /// `?` help overlay, with scroll.
+    Help(u16),
+    /// Confirm dialog.
+    Confirm(Confirm),
+    /// Task output overlay.
+    Output(OutputView),
+}
+
+/// Inputs to [`update`].
+#[derive(Debug)]
+pub enum Action {
+    /// A key press.
+    Key(KeyEvent),
+    /// Pasted text (bracketed paste).
+    Paste(String),
+    /// An effect finished.
+    Done(Done),
+}
+
+/// Results of effects.
+#[derive(Debug)]
+pub enum Done {
+    /// An engine command returned.
+    Executed {
+        /// What was done, for the message.
+        what: String,
+        /// The reply or the error text.
+        result: Result<Reply, String>,
+    },
+    /// A workflow file was submitted.
+    Submitted {
+        /// File path.
+        path: PathBuf,
+        /// Reply or error text.
+        result: Result<Submitted, String>,
+    },
+    /// A task's output arrived.
+    Output(Result<TaskOutput, String>),
+}
+
+/// Work for the main loop.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Run an engine command.
+    Execute {
+        /// The command.
+        cmd: Command,
+        /// Explicit confirmation given.
+        confirmed: bool,
+        /// Description for the result message.
+        what: String,
+    },
+    /// Read, parse and submit a workflow file (TOML or JSON).
+    SubmitFile(PathBuf),
+    /// Fetch a task's output.
+    LoadOutput(String),
+    /// Leave the TUI.
+    Quit,
+}
+
+/// Everything the UI remembers between frames.
+pub struct UiState {
+    /// Focused pane.
+    pub focus: Pane,
+    /// Focused pane fills the screen.
+    pub zoom: bool,
+    /// Input mode.
+    pub mode: Mode,
+    /// Selected row per pane.
+    pub selected: [usize; 6],
+    /// Row filter per pane.
+    pub filters: [Option<RowFilter>; 6],
+    /// Footer message and when it was set.
+    pub status: Option<(String, Level, Millis)>,
+    /// Live keymap.
+    pub keymap: Keymap,
+    /// Policy in force (hides refused actions).
+    pub policy: Policy,
+    /// tui-logger widget state (scroll, follow).
+    pub logs: TuiWidgetState,
+    /// Whether the Logs pane follows new lines.
+    pub logs_following: bool,
+    /// Rows that fit in the focused pane (set by the view; for paging).
+    pub page: usize,
+}
+
+impl std::fmt::Debug for UiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UiState")
+            .field("focus", &self.focus)
+            .field("zoom", &self.zoom)
+            .field("mode", &self.mode)
+            .field("selected", &self.selected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UiState {
+    /// A fresh UI on the Queue pane.
+    pub fn new(keymap: Keymap, policy: Policy) -> Self {
+        Self {
+            focus: Pane::Queue,
+            zoom: false,
+            mode: Mode::Normal,
+            selected: [0; 6],
+            filters: Default::default(),
+            status: None,
+            keymap,
+            policy,
+            logs: TuiWidgetState::new(),
+            logs_following: true,
+            page: 10,
+        }
+    }
+
+    fn say(&mut self, text: impl Into<String>, level: Level, now: Millis) {
+        self.status = Some((text.into(), level, now));
+    }
+
+    /// The filter of a pane.
+    pub fn filter(&self, pane: Pane) -> Option<&RowFilter> {
+        self.filters[pane.index()].as_ref()
+    }
+}
+
+/// Text a Queue row is filtered on.
+pub fn queue_row_text(r: &QueueRow) -> String {
+    format!(
+        "{} {} {} {} {} {}",
+        r.workflow_name,
+        r.task_id,
+        r.tag,
+        r.state.as_str(),
+        r.command,
+        r.owner.as_deref().unwrap_or("")
+    )
+}
+
+/// The Queue rows after the pane's filter.
+pub fn queue_rows<'a>(ui: &UiState, snap: &'a Snapshot) -> Vec<&'a QueueRow> {
+    let f = ui.filter(Pane::Queue);
+    snap.queue
+        .iter()
+        .filter(|r| f.is_none_or(|f| f.keeps(&queue_row_text(r))))
+        .collect()
+}
+
+/// Rows the cursor moves over in `pane`.
+pub fn row_count(ui: &UiState, snap: &Snapshot, pane: Pane) -> usize {
+    match pane {
+        Pane::Queue => queue_rows(ui, snap).len(),
+        Pane::Peers => 1,
+        _ => 0,
+    }
+}
+
+fn selected_queue_row<'a>(ui: &UiState, snap: &'a Snapshot) -> Option<&'a QueueRow> {
+    queue_rows(ui, snap)
+        .get(ui.selected[Pane::Queue.index()])
+        .copied()
+}
+
+/// The update step. Pure apart from the tui-logger widget state it drives.
+pub fn update(ui: &mut UiState, action: Action, snap: &Snapshot, now: Millis) -> Vec<Effect> {
+    let effects = match action {
+        Action::Key(k) if k.kind == KeyEventKind::Release => Vec::new(),
+        Action::Key(k) => on_key(ui, k, snap, now),
+        Action::Paste(text) => {
+            match &mut ui.mode {
+                Mode::Command(s) | Mode::Filter(s) => s.push_str(&text.replace(['\n', '\r'], " ")),
+                _ => {}
+            }
+            Vec::new()
+        }
+        Action::Done(d) => {
+            on_done(ui, d, now);
+            Vec::new()
+        }
+    };
+    clamp_selection(ui, snap);
+    effects
+}
+
+fn clamp_selection(ui: &mut UiState, snap: &Snapshot) {
+    for p in Pane::ALL {
+        let n = row_count(ui, snap, p);
+        let s = &mut ui.selected[p.index()];
+        if n == 0 {
+            *s = 0;
+        } else if *s >= n {
+            *s = n - 1;
+        }
+    }
+}
+
+fn on_done(ui: &mut UiState, d: Done, now: Millis) {
+    match d {
+        Done::Executed { what, result } => match result {
+            Ok(Reply::Cancelled(c)) => ui.say(
+                format!(
+                    "{what}: {} queued dropped, {} running killed",
+                    c.cancelled_queued, c.killed_running
+                ),
+                Level::Info,
+                now,
+            ),
+            Ok(Reply::Priority(p)) => ui.say(
+                format!(
+                    "{what}: priority {} (effective {:.1})",
+                    p.priority, p.effective_priority
+                ),
+                Level::Info,
+                now,
+            ),
+            Ok(_) => ui.say(format!("{what}: done"), Level::Info, now),
+            Err(e) => ui.say(format!("{what}: {e}"), Level::Error, now),
+        },
+        Done::Submitted { path, result } => match result {
+            Ok(s) => ui.say(
+                format!(
+                    "submitted {} as {} ({} task(s))",
+                    path.display(),
+                    s.workflow_id,
+                    s.tasks
+                ),
+                Level::Info,
+                now,
+            ),
+            Err(e) => ui.say(
+                format!("cannot submit {}: {e}", path.display()),
+                Level::Error,
+                now,
+            ),
+        },
+        Done::Output(Ok(o)) => {
+            ui.mode = Mode::Output(OutputView {
+                output: o,
+                scroll_back: 0,
+            });
+        }
+        Done::Output(Err(e)) => ui.say(format!("cannot show output: {e}"), Level::Error, now),
+    }
+}
+
+fn on_key(ui: &mut UiState, k: KeyEvent, snap: &Snapshot, now: Millis) -> Vec<Effect> {
+    match std::mem::replace(&mut ui.mode, Mode::Normal) {
+        Mode::Normal => on_normal_key(ui, k, snap, now),
+        Mode::Command(mut s) => match edit_line(&mut s, &k) {
+            LineEdit::Editing => {
+                ui.mode = Mode::Command(s);
+                Vec::new()
+            }
+            LineEdit::Cancel => Vec::new(),
+            LineEdit::Submit => run_command_line(ui, s.trim(), snap, now),
+        },
+        Mode::Filter(mut s) => match edit_line(&mut s, &k) {
+            LineEdit::Editing => {
+                ui.mode = Mode::Filter(s);
+                Vec::new()
+            }
+            LineEdit::Cancel => Vec::new(),
+            LineEdit::Submit => {
+                match RowFilter::parse(s.trim()) {
+                    Ok(f) => {
+                        ui.filters[ui.focus.index()] = f;
+                        ui.selected[ui.focus.index()] = 0;
+                    }
+                    Err(e) => {
+                        ui.say(e, Level::Error, now);
+                        ui.mode = Mode::Filter(s);
+                    }
+                }
+                Vec::new()
+            }
+        },
+        Mode::Help(scroll) => {
+            ui.mode = match k.code {
+                KeyCode::Esc | KeyCode::Char('q') | KeyCode::Char('?') => Mode::Normal,
+                KeyCode::Down | KeyCode::Char('j') => Mode::Help(scroll.saturating_add(1)),
+                KeyCode::Up | KeyCode::Char('k') => Mode::Help(scroll.saturating_sub(1)),
+                _ => Mode::Help(scroll),
+            };
+            Vec::new()
+        }
+        Mode::Confirm(c) => match k.code {
+            KeyCode::Char('y') | KeyCode::Char('Y') => vec![c.on_yes],
+            KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Char('q') => {
+                ui.say("cancelled: nothing was changed", Level::Info, now);
+                Vec::new()
+            }
+            _ => {
+                ui.mode = Mode::Confirm(c);
+                Vec::new()
+            }
+        },
+        Mode::Output(mut v) => {
+            let page = ui.page.max(1) as u16;
+            match k.code {
+                KeyCode::Esc | KeyCode::Char('q') | KeyCode::Enter => return Vec::new(),
+                KeyCode::Up | KeyCode::Char('k') => v.scroll_back = v.scroll_back.saturating_add(1),
+                KeyCode::Down | KeyCode::Char('j') => {
+                    v.scroll_back = v.scroll_back.saturating_sub(1)
+                }
+                KeyCode::PageUp => v.scroll_back = v.scroll_back.saturating_add(page),
+                KeyCode::PageDown => v.scroll_back = v.scroll_back.saturating_sub(page),
+                KeyCode::Char('G') | KeyCode::End => v.scroll_back = 0,
+                KeyCode::Char('g') | KeyCode::Home => v.scroll_back = u16::MAX,
+                _ => {}
+            }
+            ui.mode = Mode::Output(v);
+            Vec::new()
+        }
+    }
+}
+
+enum LineEdit {
+    Editing,
+    Cancel,
+    Submit,
+}
+
+fn edit_line(s: &mut String, k: &KeyEvent) -> LineEdit {
+    match k.code {
+        KeyCode::Esc => LineEdit::Cancel,
+        KeyCode::Enter => LineEdit::Submit,
+        KeyCode::Backspace => {
+            s.pop();
+            LineEdit::Editing
+        }
+        KeyCode::Char('u') if k.modifiers.contains(KeyModifiers::CONTROL) => {
+            s.clear();
+            LineEdit::Editing
+        }
+        KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => LineEdit::Cancel,
+        KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
+            s.push(c);
+            LineEdit::Editing
+        }
+        _ => LineEdit::Editing,
+    }
+}
+
+fn focus(ui: &mut UiState, p: Pane) {
+    ui.focus = p;
+}
+
+/// Gate an engine-bound action on the policy: refused in read-only mode (with a message),
+/// wrapped in a confirm dialog when destructive.
+fn gated(
+    ui: &mut UiState,
+    kind: CommandKind,
+    cmd: Command,
+    what: String,
+    body: String,
+    now: Millis,
+) -> Vec<Effect> {
+    if !ui.policy.permits(kind) {
+        ui.say(
+            format!("{what}: refused, flotilla runs read-only"),
+            Level::Error,
+            now,
+        );
+        return Vec::new();
+    }
+    let eff = Effect::Execute {
+        cmd,
+        confirmed: kind.danger() == Danger::Destructive,
+        what: what.clone(),
+    };
+    if kind.danger() == Danger::Destructive {
+        ui.mode = Mode::Confirm(Confirm {
+            title: what,
+            body,
+            on_yes: eff,
+        });
+        Vec::new()
+    } else {
+        vec![eff]
+    }
+}
+
+fn cancel_workflow(ui: &mut UiState, snap: &Snapshot, wf: &str, now: Millis) -> Vec<Effect> {
+    let rows: Vec<&QueueRow> = snap.queue.iter().filter(|r| r.workflow_id == wf).collect();
+    let running = rows
+        .iter()
+        .filter(|r| r.state == TaskState::Running)
+        .count();
+    let queued = rows.iter().filter(|r| r.state == TaskState::Queued).count();
+    let name = rows
+        .first()
+        .map(|r| r.workflow_name.clone())
+        .unwrap_or_default();
+    gated(
+        ui,
+        CommandKind::CancelWorkflow,
+        Command::CancelWorkflow {
+            workflow_id: wf.to_string(),
+        },
+        format!("cancel {wf}"),
+        format!(
+            "Cancel workflow {name} ({wf})?\n{queued} queued task(s) will be dropped and \
+             {running} running task(s) killed."
+        ),
+        now,
+    )
+}
+
+fn on_normal_key(ui: &mut UiState, k: KeyEvent, snap: &Snapshot, now: Millis) -> Vec<Effect> {
+    let key = key_of(&k);
+    let Some(run) = ui.keymap.resolve(ui.focus, &key) else {
+        return Vec::new();
+    };
+    let n = row_count(ui, snap, ui.focus);
+    let sel = &mut ui.selected[ui.focus.index()];
+    let page = ui.page.max(1);
+    match run {
+        "app.quit" => return vec![Effect::Quit],
+        "app.help" => ui.mode = Mode::Help(0),
+        "app.command" => ui.mode = Mode::Command(String::new()),
+        "app.filter" => {
+            ui.mode = Mode::Filter(
+                ui.filter(ui.focus)
+                    .map(|f| f.text.clone())
+                    .unwrap_or_default(),
+            )
+        }
+        "filter.clear" => ui.filters[ui.focus.index()] = None,
+        "focus.next" => focus(ui, Pane::ALL[(ui.focus.index() + 1) % 6]),
+        "focus.prev" => focus(ui, Pane::ALL[(ui.focus.index() + 5) % 6]),
+        "focus.peers" => focus(ui, Pane::Peers),
+        "focus.queue" => focus(ui, Pane::Queue),
+        "focus.runners" => focus(ui, Pane::Runners),
+        "focus.vms" => focus(ui, Pane::Vms),
+        "focus.issues" => focus(ui, Pane::Issues),
+        "focus.logs" => focus(ui, Pane::Logs),
+        "pane.zoom" => ui.zoom = !ui.zoom,
+        "cursor.down" if ui.focus == Pane::Logs => ui.logs.transition(TuiWidgetEvent::NextPageKey),
+        "cursor.up" if ui.focus == Pane::Logs => {
+            ui.logs_following = false;
+            ui.logs.transition(TuiWidgetEvent::PrevPageKey)
+        }
+        "cursor.down" => *sel = (*sel + 1).min(n.saturating_sub(1)),
+        "cursor.up" => *sel = sel.saturating_sub(1),
+        "cursor.top" => *sel = 0,
+        "cursor.bottom" => *sel = n.saturating_sub(1),
+        "cursor.pagedown" => *sel = (*sel + page).min(n.saturating_sub(1)),
+        "cursor.pageup" => *sel = sel.saturating_sub(page),
+        "logs.page_up" => {
+            ui.logs_following = false;
+            ui.logs.transition(TuiWidgetEvent::PrevPageKey)
+        }
+        "logs.page_down" => ui.logs.transition(TuiWidgetEvent::NextPageKey),
+        "logs.follow" => {
+            ui.logs_following = true;
+            ui.logs.transition(TuiWidgetEvent::EscapeKey)
+        }
+        "workflow.submit" => {
+            if ui.policy.permits(CommandKind::SubmitWorkflow) {
+                ui.mode = Mode::Command("submit ".into());
+            } else {
+                ui.say(
+                    "submit: refused, flotilla runs read-only",
+                    Level::Error,
+                    now,
+                );
+            }
+        }
+        "workflow.cancel" => match selected_queue_row(ui, snap) {
+            Some(r) => {
+                let wf = r.workflow_id.clone();
+                return cancel_workflow(ui, snap, &wf, now);
+            }
+            None => ui.say("no task selected", Level::Error, now),
+        },
+        "task.raise" | "task.lower" => match selected_queue_row(ui, snap) {
+            Some(r) if r.state == TaskState::Queued && r.waiting_for.is_none() => {
+                let p = if run == "task.raise" {
+                    r.priority.saturating_sub(PRIORITY_STEP)
+                } else {
+                    (r.priority + PRIORITY_STEP).min(MAX_PRIORITY)
+                };
+                let tid = r.task_id.clone();
+                return gated(
+                    ui,
+                    CommandKind::SetTaskPriority,
+                    Command::SetTaskPriority {
+                        task_id: tid.clone(),
+                        priority: p,
+                    },
+                    format!("priority of {tid}"),
+                    String::new(),
+                    now,
+                );
+            }
+            Some(r) => ui.say(
+                format!(
+                    "{} is {}: only waiting tasks can be reprioritised",
+                    r.task_id,
+                    r.state.as_str()
+                ),
+                Level::Error,
+                now,
+            ),
+            None => ui.say("no task selected", Level::Error, now),
+        },
+        "task.output" => match selected_queue_row(ui, snap) {
+            Some(r) => return vec![Effect::LoadOutput(r.task_id.clone())],
+            None => ui.say("no task selected", Level::Error, now),
+        },
+        "noop" => {}
+        other => {
+            let known = action(other).is_some();
+            ui.say(
+                format!(
+                    "{other}: {}",
+                    if known {
+                        "not available in this pane"
+                    } else {
+                        "unknown action"
+                    }
+                ),
+                Level::Error,
+                now,
+            );
+        }
+    }
+    Vec::new()
+}
+
+/// `:` commands.
+pub const COMMANDS: &str =
+    ":queue :peers :runners :vms :issues :logs :submit FILE :cancel WF_ID :zoom :help :q";
+
+fn run_command_line(ui: &mut UiState, line: &str, snap: &Snapshot, now: Millis) -> Vec<Effect> {
+    let (cmd, arg) = match line.split_once(char::is_whitespace) {
+        Some((c, a)) => (c, a.trim()),
+        None => (line, ""),
+    };
+    if let Some(p) = Pane::from_name(cmd) {
+        focus(ui, p);
+        return Vec::new();
+    }
+    match cmd {
+        "" => Vec::new(),
+        "q" | "quit" => vec![Effect::Quit],
+        "help" => {
+            ui.mode = Mode::Help(0);
+            Vec::new()
+        }
+        "zoom" => {
+            ui.zoom = !ui.zoom;
+            Vec::new()
+        }
+        "submit" if arg.is_empty() => {
+            ui.say(
+                "usage: :submit FILE (TOML or JSON workflow)",
+                Level::Error,
+                now,
+            );
+            Vec::new()
+        }
+        "submit" => {
+            if !ui.policy.permits(CommandKind::SubmitWorkflow) {
+                ui.say(
+                    "submit: refused, flotilla runs read-only",
+                    Level::Error,
+                    now,
+                );
+                return Vec::new();
+            }
+            vec![Effect::SubmitFile(PathBuf::from(expand_home(arg)))]
+        }
+        "cancel" if arg.is_empty() => {
+            ui.say("usage: :cancel WORKFLOW_ID", Level::Error, now);
+            Vec::new()
+        }
+        "cancel" => cancel_workflow(ui, snap, arg, now),
+        _ => {
+            ui.say(
+                format!("unknown command :{cmd}; try {COMMANDS}"),
+                Level::Error,
+                now,
+            );
+            Vec::new()
+        }
+    }
+}
+
+fn expand_home(p: &str) -> String {
+    match (p.strip_prefix("~/"), std::env::var("HOME")) {
+        (Some(rest), Ok(home)) => format!("{home}/{rest}"),
+        _ => p.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::snapshot::QueueRow;
+    use crate::sched::workflow::WorkflowTag;
+
+    fn key(s: &str) -> Action {
+        let k = match s {
+            "<Enter>" => KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE),
+            "<Esc>" => KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE),
+            "<Tab>" => KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE),
+            "<C-d>" => KeyEvent::new(KeyCode::Char('d'), KeyModifiers::CONTROL),
+            c => {
+                let ch = c.chars().next().unwrap();
+                let m = if ch.is_ascii_uppercase() {
+                    KeyModifiers::SHIFT
+                } else {
+                    KeyModifiers::NONE
+                };
+                KeyEvent::new(KeyCode::Char(ch), m)
+            }
+        };
+        Action::Key(k)
+    }
+
+    fn typed(ui: &mut UiState, snap: &Snapshot, s: &str) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for c in s.chars() {
+            out.extend(update(ui, key(&c.to_string()), snap, 0));
+        }
+        out
+    }
+
+    fn row(wf: &str, i: u32, state: TaskState) -> QueueRow {
+        QueueRow {
+            task_id: format!("{wf}.{i}"),
+            workflow_id: wf.into(),
+            workflow_name: format!("name-{wf}"),
+            tag: WorkflowTag::UnitTest,
+            index: i,
+            state,
+            priority: 100,
+            effective_priority: 100.0,
+            enqueued_at: 0,
+            started_at: None,
+            finished_at: None,
+            owner: None,
+            waiting_for: None,
+            exit_code: None,
+            retried: 0,
+            command: "echo hi".into(),
+        }
+    }
+
+    fn setup(read_only: bool) -> (UiState, Snapshot) {
+        let (km, _) = Keymap::load(None);
+        let ui = UiState::new(km, Policy { read_only });
+        let snap = Snapshot {
+            queue: vec![
+                row("wf-a", 0, TaskState::Running),
+                row("wf-a", 1, TaskState::Queued),
+                row("wf-b", 0, TaskState::Queued),
+            ],
+            ..Snapshot::default()
+        };
+        (ui, snap)
+    }
+
+    #[test]
+    fn focus_moves_with_tab_and_numbers() {
+        let (mut ui, snap) = setup(false);
+        update(&mut ui, key("<Tab>"), &snap, 0);
+        assert_eq!(ui.focus, Pane::Runners);
+        update(&mut ui, key("6"), &snap, 0);
+        assert_eq!(ui.focus, Pane::Logs);
+        update(&mut ui, key("z"), &snap, 0);
+        assert!(ui.zoom);
+    }
+
+    #[test]
+    fn cancel_needs_confirmation_then_executes_confirmed() {
+        let (mut ui, snap) = setup(false);
+        assert!(update(&mut ui, key("<C-d>"), &snap, 0).is_empty());
+        let Mode::Confirm(c) = &ui.mode else {
+            panic!("no dialog")
+        };
+        assert!(c.body.contains("1 running task(s) killed"), "{}", c.body);
+        let eff = update(&mut ui, key("y"), &snap, 0);
+        assert!(matches!(
+            &eff[..],
+            [Effect::Execute { cmd: Command::CancelWorkflow { workflow_id }, confirmed: true, .. }]
+                if workflow_id == "wf-a"
+        ));
+        // 'n' declines and nothing runs.
+        update(&mut ui, key("<C-d>"), &snap, 0);
+        assert!(update(&mut ui, key("n"), &snap, 0).is_empty());
+        assert!(matches!(ui.mode, Mode::Normal));
+    }
+
+    #[test]
+    fn read_only_refuses_without_dialog() {
+        let (mut ui, snap) = setup(true);
+        assert!(update(&mut ui, key("<C-d>"), &snap, 0).is_empty());
+        assert!(matches!(ui.mode, Mode::Normal));
+        assert!(ui.status.as_ref().unwrap().0.contains("read-only"));
+        ui.selected[1] = 1;
+        assert!(update(&mut ui, key("+"), &snap, 0).is_empty());
+    }
+
+    #[test]
+    fn raise_only_for_queued_rows() {
+        let (mut ui, snap) = setup(false);
+        assert!(update(&mut ui, key("+"), &snap, 0).is_empty());
+        assert!(ui.status.as_ref().unwrap().0.contains("only waiting"));
+        update(&mut ui, key("j"), &snap, 0);
+        let eff = update(&mut ui, key("+"), &snap, 0);
+        assert!(matches!(
+            &eff[..],
+            [Effect::Execute {
+                cmd: Command::SetTaskPriority { priority: 90, .. },
+                confirmed: false,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn command_mode_submit_and_unknown() {
+        let (mut ui, snap) = setup(false);
+        update(&mut ui, key(":"), &snap, 0);
+        let eff = typed(&mut ui, &snap, "submit /tmp/w.toml");
+        assert!(eff.is_empty());
+        let eff = update(&mut ui, key("<Enter>"), &snap, 0);
+        assert!(matches!(&eff[..], [Effect::SubmitFile(p)] if p == &PathBuf::from("/tmp/w.toml")));
+        update(&mut ui, key(":"), &snap, 0);
+        typed(&mut ui, &snap, "bogus");
+        update(&mut ui, key("<Enter>"), &snap, 0);
+        assert!(
+            ui.status
+                .as_ref()
+                .unwrap()
+                .0
+                .contains("unknown command :bogus")
+        );
+        update(&mut ui, key(":"), &snap, 0);
+        typed(&mut ui, &snap, "vms");
+        update(&mut ui, key("<Enter>"), &snap, 0);
+        assert_eq!(ui.focus, Pane::Vms);
+    }
+
+    #[test]
+    fn filter_regex_and_inversion() {
+        let (mut ui, snap) = setup(false);
+        update(&mut ui, key("/"), &snap, 0);
+        typed(&mut ui, &snap, "wf-b");
+        update(&mut ui, key("<Enter>"), &snap, 0);
+        assert_eq!(queue_rows(&ui, &snap).len(), 1);
+        update(&mut ui, key("/"), &snap, 0);
+        let Mode::Filter(s) = &ui.mode else { panic!() };
+        assert_eq!(s, "wf-b");
+        update(&mut ui, Action::Paste("".into()), &snap, 0);
+        // Replace with an inverted filter.
+        for _ in 0..4 {
+            update(
+                &mut ui,
+                Action::Key(KeyEvent::new(KeyCode::Backspace, KeyModifiers::NONE)),
+                &snap,
+                0,
+            );
+        }
+        typed(&mut ui, &snap, "!wf-b");
+        update(&mut ui, key("<Enter>"), &snap, 0);
+        assert_eq!(queue_rows(&ui, &snap).len(), 2);
+        // A bad regex keeps the editor open with an error.
+        update(&mut ui, key("/"), &snap, 0);
+        typed(&mut ui, &snap, "(");
+        update(&mut ui, key("<Enter>"), &snap, 0);
+        assert!(matches!(ui.mode, Mode::Filter(_)));
+        update(&mut ui, key("<Esc>"), &snap, 0);
+        update(&mut ui, key("<Esc>"), &snap, 0);
+        assert_eq!(queue_rows(&ui, &snap).len(), 3);
+    }
+
+    #[test]
+    fn help_opens_and_closes_and_quit_quits() {
+        let (mut ui, snap) = setup(false);
+        update(&mut ui, key("?"), &snap, 0);
+        assert!(matches!(ui.mode, Mode::Help(0)));
+        update(&mut ui, key("<Esc>"), &snap, 0);
+        assert!(matches!(ui.mode, Mode::Normal));
+        assert!(matches!(
+            &update(&mut ui, key("q"), &snap, 0)[..],
+            [Effect::Quit]
+        ));
+    }
+
+    #[test]
+    fn selection_clamps_when_rows_vanish() {
+        let (mut ui, mut snap) = setup(false);
+        update(&mut ui, key("G"), &snap, 0);
+        assert_eq!(ui.selected[1], 2);
+        snap.queue.truncate(1);
+        update(&mut ui, Action::Paste(String::new()), &snap, 0);
+        assert_eq!(ui.selected[1], 0);
+    }
+
+    #[test]
+    fn output_effect_and_view() {
+        let (mut ui, snap) = setup(false);
+        let eff = update(&mut ui, key("o"), &snap, 0);
+        assert!(matches!(&eff[..], [Effect::LoadOutput(t)] if t == "wf-a.0"));
+        update(
+            &mut ui,
+            Action::Done(Done::Output(Ok(TaskOutput {
+                task_id: "wf-a.0".into(),
+                state: TaskState::Running,
+                output: "hello".into(),
+                truncated: false,
+            }))),
+            &snap,
+            0,
+        );
+        assert!(matches!(ui.mode, Mode::Output(_)));
+        update(&mut ui, key("q"), &snap, 0);
+        assert!(matches!(ui.mode, Mode::Normal));
+    }
+}

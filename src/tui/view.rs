@@ -1,0 +1,588 @@
+//! Drawing: `render(&UiState, &Snapshot, now, &mut Frame)`, pure given its inputs (the Logs
+//! pane reads tui-logger's buffer). Works down to 80x24.
+
+use ratatui::Frame;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{
+    Block, BorderType, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap,
+};
+use tui_logger::{TuiLoggerLevelOutput, TuiLoggerWidget};
+
+use super::app::{COMMANDS, Level, Mode, STATUS_TTL_MS, UiState, queue_rows};
+use super::keymap::Pane;
+use crate::clock::{Millis, compact_duration};
+use crate::engine::Snapshot;
+use crate::engine::snapshot::{OffFeed, QueueRow};
+use crate::sched::workflow::TaskState;
+
+const ACCENT: Color = Color::Cyan;
+
+/// Draw the whole screen.
+pub fn render(ui: &mut UiState, snap: &Snapshot, now: Millis, f: &mut Frame) {
+    let area = f.area();
+    let [header, body, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    render_header(snap, f, header);
+    if ui.zoom {
+        render_pane(ui, snap, now, ui.focus, f, body);
+    } else {
+        let h = body.height;
+        let top_h = (h / 4).max(5);
+        let logs_h = (h * 3 / 10).max(5);
+        let [top, middle, bottom] = Layout::vertical([
+            Constraint::Length(top_h),
+            Constraint::Fill(1),
+            Constraint::Length(logs_h),
+        ])
+        .areas(body);
+        let [peers, runners, vms] = Layout::horizontal([
+            Constraint::Percentage(40),
+            Constraint::Percentage(30),
+            Constraint::Percentage(30),
+        ])
+        .areas(top);
+        let [queue, issues] =
+            Layout::horizontal([Constraint::Percentage(65), Constraint::Percentage(35)])
+                .areas(middle);
+        render_pane(ui, snap, now, Pane::Peers, f, peers);
+        render_pane(ui, snap, now, Pane::Runners, f, runners);
+        render_pane(ui, snap, now, Pane::Vms, f, vms);
+        render_pane(ui, snap, now, Pane::Queue, f, queue);
+        render_pane(ui, snap, now, Pane::Issues, f, issues);
+        render_pane(ui, snap, now, Pane::Logs, f, bottom);
+    }
+    render_footer(ui, now, f, footer);
+    match &ui.mode {
+        Mode::Help(scroll) => render_help(ui, *scroll, f, area),
+        Mode::Confirm(c) => render_confirm(&c.title, &c.body, f, area),
+        Mode::Output(v) => render_output(v, f, area),
+        _ => {}
+    }
+}
+
+fn render_header(snap: &Snapshot, f: &mut Frame, area: Rect) {
+    let n = &snap.node;
+    let waiting = snap
+        .queue
+        .iter()
+        .filter(|r| r.state == TaskState::Queued)
+        .count();
+    let wf = |k: &str| snap.counts.workflows.get(k).copied().unwrap_or(0);
+    let mut spans = vec![
+        Span::styled(
+            " flotilla ",
+            Style::new().fg(Color::Black).bg(ACCENT).bold(),
+        ),
+        Span::raw(format!(" node {} ", n.name)),
+        Span::styled("| ", Style::new().dark_gray()),
+        Span::raw(format!(
+            "peer {} ",
+            n.peer_id.as_deref().map(short_id).unwrap_or("-")
+        )),
+        Span::styled("| ", Style::new().dark_gray()),
+        Span::raw(format!(
+            "tasks {}/{} run, {waiting} wait ",
+            n.running, n.max_tasks
+        )),
+        Span::styled("| ", Style::new().dark_gray()),
+        Span::raw(format!(
+            "wf {} ok {} failed ",
+            wf("completed"),
+            wf("failed")
+        )),
+    ];
+    if let Some(l) = n.load_avg {
+        spans.push(Span::styled("| ", Style::new().dark_gray()));
+        spans.push(Span::raw(format!("load {l:.2} ")));
+    }
+    if n.read_only {
+        spans.push(Span::styled(
+            " READ-ONLY ",
+            Style::new().fg(Color::Black).bg(Color::Yellow).bold(),
+        ));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn short_id(s: &str) -> &str {
+    let n = s.len();
+    if n > 12 { &s[n - 12..] } else { s }
+}
+
+fn pane_block<'a>(ui: &UiState, pane: Pane, extra: String) -> Block<'a> {
+    let focused = ui.focus == pane;
+    let mut title = format!(" {} {} ", pane.index() + 1, pane.title());
+    if !extra.is_empty() {
+        title.push_str(&extra);
+        title.push(' ');
+    }
+    if let Some(flt) = ui.filter(pane) {
+        title.push_str(&format!("/{}/ ", flt.text));
+    }
+    let b = Block::default()
+        .borders(Borders::ALL)
+        .title(title)
+        .border_type(if focused {
+            BorderType::Thick
+        } else {
+            BorderType::Plain
+        });
+    if focused {
+        b.border_style(Style::new().fg(ACCENT))
+            .title_style(Style::new().fg(ACCENT).bold())
+    } else {
+        b.border_style(Style::new().dark_gray())
+    }
+}
+
+fn render_pane(
+    ui: &mut UiState,
+    snap: &Snapshot,
+    now: Millis,
+    pane: Pane,
+    f: &mut Frame,
+    area: Rect,
+) {
+    if ui.focus == pane {
+        ui.page = area.height.saturating_sub(3).max(1) as usize;
+    }
+    match pane {
+        Pane::Peers => render_peers(ui, snap, f, area),
+        Pane::Queue => render_queue(ui, snap, now, f, area),
+        Pane::Runners => render_off(ui, pane, &snap.runners, f, area),
+        Pane::Vms => render_off(ui, pane, &snap.vms, f, area),
+        Pane::Issues => render_off(ui, pane, &snap.issues, f, area),
+        Pane::Logs => render_logs(ui, f, area),
+    }
+}
+
+fn render_off(ui: &UiState, pane: Pane, feed: &OffFeed, f: &mut Frame, area: Rect) {
+    let text = Text::from(vec![
+        Line::from(Span::styled("Nothing here yet.", Style::new().bold())),
+        Line::from(format!("Fed by {}.", feed.feeds_from)),
+        Line::from(Span::styled(
+            format!("To turn on: {}.", feed.enable),
+            Style::new().dark_gray(),
+        )),
+    ]);
+    f.render_widget(
+        Paragraph::new(text)
+            .wrap(Wrap { trim: true })
+            .block(pane_block(ui, pane, String::new())),
+        area,
+    );
+}
+
+fn render_peers(ui: &UiState, snap: &Snapshot, f: &mut Frame, area: Rect) {
+    let n = &snap.node;
+    let load = match n.load_avg {
+        Some(l) => format!("{}/{} {l:.2}", n.running, n.max_tasks),
+        None => format!("{}/{}", n.running, n.max_tasks),
+    };
+    let addrs = if n.addresses.is_empty() {
+        "no mesh".to_string()
+    } else {
+        n.addresses.join(" ")
+    };
+    let rows = vec![Row::new(vec![
+        Cell::from(format!("{} (this node)", n.name)),
+        Cell::from("local"),
+        Cell::from(load),
+        Cell::from(n.capabilities.join(",")),
+        Cell::from(addrs),
+    ])];
+    let widths = [
+        Constraint::Fill(2),
+        Constraint::Length(6),
+        Constraint::Length(9),
+        Constraint::Fill(3),
+        Constraint::Fill(1),
+    ];
+    let header = Row::new(["NAME", "STATE", "LOAD", "CAPABILITIES", "ADDRESSES"])
+        .style(Style::new().dark_gray().add_modifier(Modifier::BOLD));
+    let mut state = TableState::default().with_selected(Some(0));
+    let t = Table::new(rows, widths)
+        .header(header)
+        .row_highlight_style(highlight(ui.focus == Pane::Peers))
+        .block(pane_block(ui, Pane::Peers, "1 node".into()));
+    f.render_stateful_widget(t, area, &mut state);
+}
+
+fn highlight(focused: bool) -> Style {
+    if focused {
+        Style::new()
+            .bg(Color::DarkGray)
+            .add_modifier(Modifier::BOLD)
+    } else {
+        Style::new()
+    }
+}
+
+fn state_style(r: &QueueRow) -> Style {
+    match r.state {
+        TaskState::Running => Style::new().fg(Color::Green),
+        TaskState::Queued if r.waiting_for.is_some() => Style::new().fg(Color::Yellow),
+        TaskState::Queued => Style::new(),
+        TaskState::Succeeded => Style::new().dark_gray(),
+        TaskState::Failed | TaskState::TimedOut => Style::new().fg(Color::Red),
+        TaskState::Cancelled => Style::new().fg(Color::Magenta),
+    }
+}
+
+fn note(r: &QueueRow) -> String {
+    if let Some(w) = &r.waiting_for {
+        return format!("waits for {w}");
+    }
+    let retried = if r.retried > 0 {
+        format!(" (retried {})", r.retried)
+    } else {
+        String::new()
+    };
+    match r.state {
+        TaskState::Running => format!("{}{retried}", r.owner.as_deref().unwrap_or("")),
+        TaskState::Queued => format!("{}{retried}", r.command),
+        _ => match r.exit_code {
+            Some(c) => format!("exit {c}{retried}"),
+            None => retried.trim().to_string(),
+        },
+    }
+}
+
+fn render_queue(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area: Rect) {
+    let rows = queue_rows(ui, snap);
+    let waiting = rows.iter().filter(|r| r.state == TaskState::Queued).count();
+    let running = rows
+        .iter()
+        .filter(|r| r.state == TaskState::Running)
+        .count();
+    let extra = format!("{running} running, {waiting} waiting");
+    let block = pane_block(ui, Pane::Queue, extra);
+    if rows.is_empty() {
+        let hint = match ui.keymap.key_for(Pane::Queue, "workflow.submit") {
+            Some(k)
+                if ui
+                    .policy
+                    .permits(crate::engine::CommandKind::SubmitWorkflow) =>
+            {
+                format!(
+                    "Queue is empty. Press {k} or type :submit FILE to submit a workflow \
+                 (TOML/JSON), or call submit_p2p_workflow over MCP."
+                )
+            }
+            _ => "Queue is empty.".to_string(),
+        };
+        f.render_widget(
+            Paragraph::new(hint).wrap(Wrap { trim: true }).block(block),
+            area,
+        );
+        return;
+    }
+    let wide = area.width >= 70;
+    let header: Vec<&str> = if wide {
+        vec![
+            "EFF", "PRI", "WORKFLOW", "#", "TAG", "STATE", "AGE", "WAITED", "NOTE",
+        ]
+    } else {
+        vec!["EFF", "WORKFLOW", "#", "STATE", "AGE", "WAITED"]
+    };
+    let body: Vec<Row> = rows
+        .iter()
+        .map(|r| {
+            let age = compact_duration(now - r.enqueued_at);
+            let waited = match r.started_at {
+                Some(s) if r.state != TaskState::Queued => compact_duration(s - r.enqueued_at),
+                _ if r.state == TaskState::Queued => compact_duration(now - r.enqueued_at),
+                _ => "-".into(),
+            };
+            let state = if r.waiting_for.is_some() {
+                "parked".to_string()
+            } else {
+                r.state.as_str().to_string()
+            };
+            let eff = format!("{:.1}", r.effective_priority);
+            let cells: Vec<Cell> = if wide {
+                vec![
+                    Cell::from(eff),
+                    Cell::from(r.priority.to_string()),
+                    Cell::from(r.workflow_name.clone()),
+                    Cell::from(r.index.to_string()),
+                    Cell::from(r.tag.as_str()),
+                    Cell::from(state),
+                    Cell::from(age),
+                    Cell::from(waited),
+                    Cell::from(note(r)),
+                ]
+            } else {
+                vec![
+                    Cell::from(eff),
+                    Cell::from(r.workflow_name.clone()),
+                    Cell::from(r.index.to_string()),
+                    Cell::from(state),
+                    Cell::from(age),
+                    Cell::from(waited),
+                ]
+            };
+            Row::new(cells).style(state_style(r))
+        })
+        .collect();
+    let widths: Vec<Constraint> = if wide {
+        vec![
+            Constraint::Length(6),
+            Constraint::Length(4),
+            Constraint::Fill(2),
+            Constraint::Length(3),
+            Constraint::Length(13),
+            Constraint::Length(9),
+            Constraint::Length(6),
+            Constraint::Length(6),
+            Constraint::Fill(2),
+        ]
+    } else {
+        vec![
+            Constraint::Length(6),
+            Constraint::Fill(1),
+            Constraint::Length(3),
+            Constraint::Length(9),
+            Constraint::Length(6),
+            Constraint::Length(6),
+        ]
+    };
+    let mut state = TableState::default().with_selected(Some(ui.selected[Pane::Queue.index()]));
+    let t = Table::new(body, widths)
+        .header(Row::new(header).style(Style::new().dark_gray().add_modifier(Modifier::BOLD)))
+        .row_highlight_style(highlight(ui.focus == Pane::Queue))
+        .block(block);
+    f.render_stateful_widget(t, area, &mut state);
+}
+
+fn render_logs(ui: &UiState, f: &mut Frame, area: Rect) {
+    let extra = if ui.logs_following {
+        "following".to_string()
+    } else {
+        "paused: f follows".to_string()
+    };
+    let w = TuiLoggerWidget::default()
+        .block(pane_block(ui, Pane::Logs, extra))
+        .output_separator(' ')
+        .output_timestamp(Some("%H:%M:%S".into()))
+        .output_level(Some(TuiLoggerLevelOutput::Abbreviated))
+        .output_target(false)
+        .output_file(false)
+        .output_line(false)
+        .style_error(Style::new().fg(Color::Red))
+        .style_warn(Style::new().fg(Color::Yellow))
+        .style_info(Style::new())
+        .style_debug(Style::new().dark_gray())
+        .state(&ui.logs);
+    f.render_widget(w, area);
+}
+
+fn render_footer(ui: &UiState, now: Millis, f: &mut Frame, area: Rect) {
+    let line = match &ui.mode {
+        Mode::Command(s) => Line::from(vec![
+            Span::styled(":", Style::new().fg(ACCENT).bold()),
+            Span::raw(s.clone()),
+            Span::styled("_", Style::new().add_modifier(Modifier::SLOW_BLINK)),
+            Span::styled(format!("   {COMMANDS}"), Style::new().dark_gray()),
+        ]),
+        Mode::Filter(s) => Line::from(vec![
+            Span::styled("/", Style::new().fg(ACCENT).bold()),
+            Span::raw(s.clone()),
+            Span::styled("_", Style::new().add_modifier(Modifier::SLOW_BLINK)),
+            Span::styled(
+                "   regex, ! inverts, Enter applies, Esc cancels",
+                Style::new().dark_gray(),
+            ),
+        ]),
+        _ => match &ui.status {
+            Some((text, level, at)) if now - at < STATUS_TTL_MS => Line::from(Span::styled(
+                text.clone(),
+                match level {
+                    Level::Info => Style::new().fg(Color::Green),
+                    Level::Error => Style::new().fg(Color::Red).bold(),
+                },
+            )),
+            _ => hints(ui),
+        },
+    };
+    f.render_widget(Paragraph::new(line), area);
+}
+
+fn hints(ui: &UiState) -> Line<'static> {
+    let mut spans = Vec::new();
+    let mut seen = Vec::new();
+    let pane_first = ui.keymap.visible(ui.focus, ui.policy);
+    let order = [
+        "app.help",
+        "app.command",
+        "app.filter",
+        "pane.zoom",
+        "app.quit",
+    ];
+    let mut items: Vec<_> = pane_first
+        .iter()
+        .filter(|(b, _)| {
+            ui.keymap
+                .section(ui.focus.name())
+                .iter()
+                .any(|p| p.key == b.key)
+        })
+        .collect();
+    for name in order {
+        if let Some(x) = pane_first.iter().find(|(_, d)| d.name == name) {
+            items.push(x);
+        }
+    }
+    for (b, d) in items {
+        if seen.contains(&d.name) {
+            continue;
+        }
+        seen.push(d.name);
+        spans.push(Span::styled(
+            format!(" {} ", b.on),
+            Style::new().fg(Color::Black).bg(Color::Gray),
+        ));
+        let word = b
+            .desc
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        spans.push(Span::raw(format!(" {} ", word.to_lowercase())));
+    }
+    Line::from(spans)
+}
+
+fn centered(area: Rect, w_pct: u16, h_pct: u16, min_w: u16, min_h: u16) -> Rect {
+    let w = (area.width * w_pct / 100).max(min_w).min(area.width);
+    let h = (area.height * h_pct / 100).max(min_h).min(area.height);
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
+}
+
+fn render_help(ui: &UiState, scroll: u16, f: &mut Frame, area: Rect) {
+    let r = centered(area, 70, 80, 60, 16);
+    let mut lines = Vec::new();
+    let section = |title: String, lines: &mut Vec<Line>, name: &str| {
+        lines.push(Line::from(Span::styled(
+            title,
+            Style::new().fg(ACCENT).bold(),
+        )));
+        for b in ui.keymap.section(name) {
+            let Some(def) = super::keymap::action(b.run) else {
+                continue;
+            };
+            let refused = def.command.is_some_and(|k| !ui.policy.permits(k));
+            let mark = if refused {
+                "  (refused: read-only)"
+            } else if def.danger() == crate::engine::Danger::Destructive {
+                "  (asks to confirm)"
+            } else {
+                ""
+            };
+            let style = if refused {
+                Style::new().dark_gray()
+            } else {
+                Style::new()
+            };
+            lines.push(Line::from(vec![
+                Span::styled(format!("  {:<12}", b.on), style.bold()),
+                Span::styled(format!("{}{mark}", b.desc), style),
+            ]));
+        }
+    };
+    if !ui.keymap.section(ui.focus.name()).is_empty() {
+        section(
+            format!("{} pane", ui.focus.title()),
+            &mut lines,
+            ui.focus.name(),
+        );
+        lines.push(Line::raw(""));
+    }
+    section("Everywhere".into(), &mut lines, "global");
+    lines.push(Line::raw(""));
+    lines.push(Line::from(Span::styled(
+        "Commands",
+        Style::new().fg(ACCENT).bold(),
+    )));
+    lines.push(Line::raw(format!("  {COMMANDS}")));
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).scroll((scroll, 0)).block(
+            Block::bordered()
+                .border_type(BorderType::Double)
+                .title(" Help: keys from the live keymap (Esc closes, j/k scroll) ")
+                .border_style(Style::new().fg(ACCENT)),
+        ),
+        r,
+    );
+}
+
+fn render_confirm(title: &str, body: &str, f: &mut Frame, area: Rect) {
+    let r = centered(area, 50, 30, 50, 8);
+    let mut lines: Vec<Line> = body.lines().map(|l| Line::raw(l.to_string())).collect();
+    lines.push(Line::raw(""));
+    lines.push(Line::from(vec![
+        Span::styled(" y ", Style::new().fg(Color::Black).bg(Color::Red).bold()),
+        Span::raw(" yes   "),
+        Span::styled(" n ", Style::new().fg(Color::Black).bg(Color::Gray)),
+        Span::raw(" / Esc no"),
+    ]));
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .alignment(Alignment::Left)
+            .block(
+                Block::bordered()
+                    .border_type(BorderType::Double)
+                    .title(format!(" Confirm: {title} "))
+                    .border_style(Style::new().fg(Color::Red)),
+            ),
+        r,
+    );
+}
+
+fn render_output(v: &super::app::OutputView, f: &mut Frame, area: Rect) {
+    let r = centered(area, 90, 85, 60, 12);
+    let text = &v.output.output;
+    let total = text.lines().count() as u16;
+    let visible = r.height.saturating_sub(2);
+    let max_scroll = total.saturating_sub(visible);
+    let top = max_scroll.saturating_sub(v.scroll_back.min(max_scroll));
+    let title = format!(
+        " Output of {} ({}{}) Esc closes ",
+        v.output.task_id,
+        v.output.state.as_str(),
+        if v.output.truncated {
+            ", tail only"
+        } else {
+            ""
+        }
+    );
+    let body = if text.is_empty() {
+        "(no output)"
+    } else {
+        text.as_str()
+    };
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(body.to_string()).scroll((top, 0)).block(
+            Block::bordered()
+                .border_type(BorderType::Double)
+                .title(title)
+                .border_style(Style::new().fg(ACCENT)),
+        ),
+        r,
+    );
+}
