@@ -175,6 +175,9 @@ pub struct GeneralConfig {
     pub log_level: String,
     /// This node's display name (default: the host name).
     pub node_name: String,
+    /// Cap on the SQLite file size in bytes (0 = no cap). Writes past it fail cleanly, like a
+    /// full disk: the command is refused and nothing is half-written.
+    pub max_store_bytes: u64,
 }
 
 /// `[scheduler]`
@@ -250,6 +253,7 @@ impl Default for GeneralConfig {
             read_only: false,
             log_level: "info".into(),
             node_name: hostname(),
+            max_store_bytes: 0,
         }
     }
 }

@@ -69,11 +69,16 @@ enum LogSink {
 
 fn init_logging(cfg: &Config, sink: LogSink) -> LogBuffer {
     let buf = LogBuffer::default();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.general.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(buf.layer());
+    // The ring behind get_recent_logs/search_logs keeps info and above whatever the display
+    // filter says; the display (stderr or the Logs pane) follows general.log_level.
+    let display = || {
+        tracing_subscriber::EnvFilter::try_new(&cfg.general.log_level)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let ring = buf
+        .layer()
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let registry = tracing_subscriber::registry().with(ring);
     match sink {
         LogSink::Stderr => {
             let _ = registry
@@ -82,14 +87,15 @@ fn init_logging(cfg: &Config, sink: LogSink) -> LogBuffer {
                         .with_writer(std::io::stderr)
                         .with_target(false)
                         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                        .compact(),
+                        .compact()
+                        .with_filter(display()),
                 )
                 .try_init();
         }
         LogSink::Tui => {
             let _ = tui_logger::init_logger(tui_logger::LevelFilter::Trace);
             let _ = registry
-                .with(tui_logger::TuiTracingSubscriberLayer)
+                .with(tui_logger::TuiTracingSubscriberLayer.with_filter(display()))
                 .try_init();
         }
     }

@@ -122,6 +122,8 @@ pub struct EngineOptions {
     pub kill_grace: Duration,
     /// Extra capability labels.
     pub capabilities: Vec<String>,
+    /// Cap on the store's size in bytes (0 = none).
+    pub max_store_bytes: u64,
 }
 
 impl EngineOptions {
@@ -139,6 +141,7 @@ impl EngineOptions {
             output_limit: c.scheduler.output_limit_bytes,
             kill_grace: c.scheduler.kill_grace,
             capabilities: c.p2p.capabilities.clone(),
+            max_store_bytes: c.general.max_store_bytes,
         }
     }
 }
@@ -272,6 +275,9 @@ impl Engine {
         logs: LogBuffer,
     ) -> Result<(EngineHandle, tokio::task::JoinHandle<()>), EngineError> {
         let mut store = Store::open(&opts.db_path)?;
+        if opts.max_store_bytes > 0 {
+            store.set_max_bytes(opts.max_store_bytes)?;
+        }
         let requeued = store.requeue_interrupted()?;
         let now = clock.now_ms();
         let (done_tx, done_rx) = mpsc::unbounded_channel();

@@ -138,8 +138,6 @@ pub struct FlotillaMcp {
     tool_router: ToolRouter<Self>,
 }
 
-type ToolResult<T> = Result<Json<T>, String>;
-
 fn err(e: EngineError) -> String {
     e.to_string()
 }
@@ -187,7 +185,7 @@ impl FlotillaMcp {
     async fn submit_p2p_workflow(
         &self,
         Parameters(a): Parameters<SubmitArgs>,
-    ) -> ToolResult<Submitted> {
+    ) -> Result<Json<Submitted>, String> {
         let spec = WorkflowSpec::from_parts(&a.name, &a.tasks, a.priority, a.tag.as_deref())
             .map_err(|e| format!("invalid workflow: {e}"))?;
         match self.run(Command::SubmitWorkflow(spec), false).await? {
@@ -201,7 +199,7 @@ impl FlotillaMcp {
     async fn list_workflows(
         &self,
         Parameters(a): Parameters<ListArgs>,
-    ) -> ToolResult<WorkflowList> {
+    ) -> Result<Json<WorkflowList>, String> {
         let status = match a.status.as_deref() {
             None | Some("all") | Some("") => None,
             Some(s) => Some(
@@ -232,7 +230,7 @@ impl FlotillaMcp {
     async fn get_workflow_status(
         &self,
         Parameters(a): Parameters<WorkflowIdArgs>,
-    ) -> ToolResult<WorkflowStatusReport> {
+    ) -> Result<Json<WorkflowStatusReport>, String> {
         let cmd = Command::GetWorkflowStatus {
             workflow_id: a.workflow_id,
         };
@@ -248,7 +246,7 @@ impl FlotillaMcp {
     async fn cancel_workflow(
         &self,
         Parameters(a): Parameters<CancelArgs>,
-    ) -> ToolResult<CancelReport> {
+    ) -> Result<Json<CancelReport>, String> {
         let cmd = Command::CancelWorkflow {
             workflow_id: a.workflow_id,
         };
@@ -263,7 +261,7 @@ impl FlotillaMcp {
     async fn set_task_priority(
         &self,
         Parameters(a): Parameters<PriorityArgs>,
-    ) -> ToolResult<PriorityReport> {
+    ) -> Result<Json<PriorityReport>, String> {
         let cmd = Command::SetTaskPriority {
             task_id: a.task_id,
             priority: a.priority,
@@ -279,7 +277,7 @@ impl FlotillaMcp {
     async fn get_task_output(
         &self,
         Parameters(a): Parameters<TaskIdArgs>,
-    ) -> ToolResult<TaskOutput> {
+    ) -> Result<Json<TaskOutput>, String> {
         match self
             .run(Command::GetTaskOutput { task_id: a.task_id }, false)
             .await?
@@ -291,7 +289,7 @@ impl FlotillaMcp {
 
     /// Node, queue and service summary: health, load, capabilities, counts.
     #[tool(name = "get_system_status")]
-    async fn get_system_status(&self) -> ToolResult<SystemStatus> {
+    async fn get_system_status(&self) -> Result<Json<SystemStatus>, String> {
         match self.run(Command::GetSystemStatus, false).await? {
             Reply::System(s) => Ok(Json(*s)),
             r => Err(unexpected(r)),
@@ -304,7 +302,7 @@ impl FlotillaMcp {
     async fn get_service_health(
         &self,
         Parameters(a): Parameters<HealthArgs>,
-    ) -> ToolResult<ServiceHealthReport> {
+    ) -> Result<Json<ServiceHealthReport>, String> {
         match self
             .run(
                 Command::GetServiceHealth {
@@ -324,7 +322,7 @@ impl FlotillaMcp {
     async fn get_recent_logs(
         &self,
         Parameters(a): Parameters<RecentLogsArgs>,
-    ) -> ToolResult<LogReport> {
+    ) -> Result<Json<LogReport>, String> {
         let cmd = Command::GetRecentLogs {
             level: a.level,
             lines: a.lines.unwrap_or(100),
@@ -341,7 +339,7 @@ impl FlotillaMcp {
     async fn search_logs(
         &self,
         Parameters(a): Parameters<SearchLogsArgs>,
-    ) -> ToolResult<LogReport> {
+    ) -> Result<Json<LogReport>, String> {
         let cmd = Command::SearchLogs {
             query: a.query,
             time_range: a.time_range,
@@ -354,7 +352,7 @@ impl FlotillaMcp {
 
     /// Detected hardware (CPU, memory, accelerators) and this node's capability labels.
     #[tool(name = "detect_hardware")]
-    async fn detect_hardware(&self) -> ToolResult<HardwareReport> {
+    async fn detect_hardware(&self) -> Result<Json<HardwareReport>, String> {
         match self.run(Command::DetectHardware, false).await? {
             Reply::Hardware(h) => Ok(Json(h)),
             r => Err(unexpected(r)),

@@ -238,7 +238,17 @@ impl Store {
             .map_err(classify("reading journal mode"))
     }
 
-    /// Limit the database size in pages; for tests of the full-disk path.
+    /// Cap the database file at about `bytes` (rounded down to whole pages; at least the
+    /// current size). Writes beyond it fail with [`StoreError::Full`].
+    pub fn set_max_bytes(&self, bytes: u64) -> Result<()> {
+        let page: i64 = self
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .map_err(classify("reading page size"))?;
+        self.set_max_page_count(bytes / page.max(1) as u64)
+    }
+
+    /// Limit the database size in pages (SQLite keeps at least the current page count).
     pub fn set_max_page_count(&self, pages: u64) -> Result<()> {
         self.conn
             .pragma_update(None, "max_page_count", pages as i64)

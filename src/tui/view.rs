@@ -190,22 +190,42 @@ fn render_peers(ui: &UiState, snap: &Snapshot, f: &mut Frame, area: Rect) {
     } else {
         n.addresses.join(" ")
     };
-    let rows = vec![Row::new(vec![
-        Cell::from(format!("{} (this node)", n.name)),
-        Cell::from("local"),
-        Cell::from(load),
-        Cell::from(n.capabilities.join(",")),
-        Cell::from(addrs),
-    ])];
-    let widths = [
-        Constraint::Fill(2),
-        Constraint::Length(6),
-        Constraint::Length(9),
-        Constraint::Fill(3),
-        Constraint::Fill(1),
-    ];
-    let header = Row::new(["NAME", "STATE", "LOAD", "CAPABILITIES", "ADDRESSES"])
-        .style(Style::new().dark_gray().add_modifier(Modifier::BOLD));
+    let wide = area.width >= 60;
+    let (cells, widths, header): (Vec<Cell>, Vec<Constraint>, Vec<&str>) = if wide {
+        (
+            vec![
+                Cell::from(format!("{} (this node)", n.name)),
+                Cell::from("local"),
+                Cell::from(load),
+                Cell::from(n.capabilities.join(",")),
+                Cell::from(addrs),
+            ],
+            vec![
+                Constraint::Fill(2),
+                Constraint::Length(6),
+                Constraint::Length(9),
+                Constraint::Fill(3),
+                Constraint::Fill(1),
+            ],
+            vec!["NAME", "STATE", "LOAD", "CAPABILITIES", "ADDRESSES"],
+        )
+    } else {
+        (
+            vec![
+                Cell::from(n.name.clone()),
+                Cell::from(load),
+                Cell::from(n.capabilities.join(",")),
+            ],
+            vec![
+                Constraint::Fill(1),
+                Constraint::Length(9),
+                Constraint::Fill(2),
+            ],
+            vec!["NAME", "LOAD", "CAPABILITIES"],
+        )
+    };
+    let rows = vec![Row::new(cells)];
+    let header = Row::new(header).style(Style::new().dark_gray().add_modifier(Modifier::BOLD));
     let mut state = TableState::default().with_selected(Some(0));
     let t = Table::new(rows, widths)
         .header(header)
@@ -335,7 +355,7 @@ fn render_queue(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area:
         vec![
             Constraint::Length(6),
             Constraint::Length(4),
-            Constraint::Fill(2),
+            Constraint::Fill(3),
             Constraint::Length(3),
             Constraint::Length(13),
             Constraint::Length(9),
@@ -448,15 +468,18 @@ fn hints(ui: &UiState) -> Line<'static> {
             format!(" {} ", b.on),
             Style::new().fg(Color::Black).bg(Color::Gray),
         ));
-        let word = b
-            .desc
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
-        spans.push(Span::raw(format!(" {} ", word.to_lowercase())));
+        spans.push(Span::raw(format!(" {} ", short_label(d.name))));
     }
     Line::from(spans)
+}
+
+/// A one-word label for the hints bar: the verb of the action name (`workflow.cancel` ->
+/// `cancel`).
+fn short_label(action: &str) -> String {
+    match action {
+        "app.command" => "cmd".into(),
+        other => other.rsplit('.').next().unwrap_or(other).replace('_', " "),
+    }
 }
 
 fn centered(area: Rect, w_pct: u16, h_pct: u16, min_w: u16, min_h: u16) -> Rect {

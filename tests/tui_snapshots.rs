@@ -1,0 +1,217 @@
+//! Whole-screen snapshots of every pane through ratatui's `TestBackend`, at 120x40 and
+//! 80x24, with a fixed clock and a fixed engine snapshot.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+use flotilla::engine::Policy;
+use flotilla::engine::command::TaskOutput;
+use flotilla::engine::snapshot::{NodeView, QueueRow, Snapshot};
+use flotilla::sched::workflow::{TaskState, WorkflowTag};
+use flotilla::tui::app::{Action, Done, UiState, update};
+use flotilla::tui::view::render;
+use flotilla::tui::{Keymap, Pane};
+
+const NOW: i64 = 1_795_000_000_000;
+
+fn row(
+    wf: &str,
+    name: &str,
+    i: u32,
+    state: TaskState,
+    prio: u16,
+    eff: f64,
+    age_s: i64,
+) -> QueueRow {
+    QueueRow {
+        task_id: format!("{wf}.{i}"),
+        workflow_id: wf.into(),
+        workflow_name: name.into(),
+        tag: WorkflowTag::P2pEligible,
+        index: i,
+        state,
+        priority: prio,
+        effective_priority: eff,
+        enqueued_at: NOW - age_s * 1000,
+        started_at: matches!(
+            state,
+            TaskState::Running | TaskState::Succeeded | TaskState::Failed
+        )
+        .then_some(NOW - age_s * 1000 + 4000),
+        finished_at: None,
+        owner: (state == TaskState::Running).then(|| "build-01".to_string()),
+        waiting_for: None,
+        exit_code: match state {
+            TaskState::Succeeded => Some(0),
+            TaskState::Failed => Some(2),
+            _ => None,
+        },
+        retried: 0,
+        command: "cargo test --workspace".into(),
+    }
+}
+
+fn snapshot(read_only: bool) -> Snapshot {
+    let mut parked = row(
+        "wf-01jd8c",
+        "train-model",
+        0,
+        TaskState::Queued,
+        50,
+        50.0,
+        30,
+    );
+    parked.waiting_for = Some("a node with \"cuda\"".into());
+    let mut s = Snapshot {
+        version: 7,
+        taken_at: NOW,
+        node: NodeView {
+            name: "build-01".into(),
+            peer_id: None,
+            addresses: vec![],
+            capabilities: vec!["linux".into(), "x64".into(), "cpu".into(), "avx2".into()],
+            running: 2,
+            max_tasks: 2,
+            load_avg: Some(0.52),
+            read_only,
+            started_at: NOW - 3_600_000,
+            pid: 4242,
+            data_dir: "/home/ops/.local/share/flotilla".into(),
+        },
+        queue: vec![
+            row(
+                "wf-01jd8a",
+                "nightly-build",
+                0,
+                TaskState::Running,
+                100,
+                100.0,
+                95,
+            ),
+            row(
+                "wf-01jd8a",
+                "nightly-build",
+                1,
+                TaskState::Running,
+                100,
+                100.0,
+                95,
+            ),
+            row(
+                "wf-01jd8a",
+                "nightly-build",
+                2,
+                TaskState::Queued,
+                100,
+                72.9,
+                95,
+            ),
+            row("wf-01jd8b", "lint", 0, TaskState::Queued, 300, 300.0, 12),
+            parked,
+            row(
+                "wf-01jd89",
+                "docs",
+                0,
+                TaskState::Succeeded,
+                500,
+                500.0,
+                400,
+            ),
+            row(
+                "wf-01jd88",
+                "flaky-e2e",
+                0,
+                TaskState::Failed,
+                500,
+                500.0,
+                900,
+            ),
+        ],
+        ..Snapshot::default()
+    };
+    s.counts.workflows.insert("completed".into(), 12);
+    s.counts.workflows.insert("failed".into(), 1);
+    s
+}
+
+fn draw(ui: &mut UiState, snap: &Snapshot, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| render(ui, snap, NOW, f)).unwrap();
+    t.backend().to_string()
+}
+
+fn ui(read_only: bool) -> UiState {
+    let (km, warnings) = Keymap::load(None);
+    assert!(warnings.is_empty());
+    UiState::new(km, Policy { read_only })
+}
+
+fn press(ui: &mut UiState, snap: &Snapshot, code: KeyCode, m: KeyModifiers) {
+    update(ui, Action::Key(KeyEvent::new(code, m)), snap, NOW);
+}
+
+#[test]
+fn every_pane_at_both_sizes() {
+    let snap = snapshot(false);
+    for (w, h) in [(120u16, 40u16), (80, 24)] {
+        let mut u = ui(false);
+        insta::assert_snapshot!(format!("overview_{w}x{h}"), draw(&mut u, &snap, w, h));
+        for p in Pane::ALL {
+            let mut u = ui(false);
+            u.focus = p;
+            u.zoom = true;
+            insta::assert_snapshot!(format!("{}_{w}x{h}", p.name()), draw(&mut u, &snap, w, h));
+        }
+    }
+}
+
+#[test]
+fn overlays_and_modes() {
+    let snap = snapshot(false);
+    for (w, h) in [(120u16, 40u16), (80, 24)] {
+        let mut u = ui(false);
+        press(&mut u, &snap, KeyCode::Char('?'), KeyModifiers::SHIFT);
+        insta::assert_snapshot!(format!("help_queue_{w}x{h}"), draw(&mut u, &snap, w, h));
+
+        let mut u = ui(false);
+        press(&mut u, &snap, KeyCode::Char('d'), KeyModifiers::CONTROL);
+        insta::assert_snapshot!(format!("confirm_cancel_{w}x{h}"), draw(&mut u, &snap, w, h));
+
+        let mut u = ui(false);
+        press(&mut u, &snap, KeyCode::Char(':'), KeyModifiers::NONE);
+        for c in "submit wf.toml".chars() {
+            press(&mut u, &snap, KeyCode::Char(c), KeyModifiers::NONE);
+        }
+        insta::assert_snapshot!(format!("command_line_{w}x{h}"), draw(&mut u, &snap, w, h));
+
+        let mut u = ui(false);
+        update(
+            &mut u,
+            Action::Done(Done::Output(Ok(TaskOutput {
+                task_id: "wf-01jd88.0".into(),
+                state: TaskState::Failed,
+                output: "running 3 tests\ntest a ... ok\ntest b ... FAILED\nerror: 1 test failed\n"
+                    .into(),
+                truncated: true,
+            }))),
+            &snap,
+            NOW,
+        );
+        insta::assert_snapshot!(format!("task_output_{w}x{h}"), draw(&mut u, &snap, w, h));
+    }
+}
+
+#[test]
+fn read_only_and_empty_states() {
+    let snap = snapshot(true);
+    let mut u = ui(true);
+    insta::assert_snapshot!("read_only_overview_120x40", draw(&mut u, &snap, 120, 40));
+    let empty = Snapshot {
+        node: snapshot(false).node,
+        taken_at: NOW,
+        ..Snapshot::default()
+    };
+    let mut u = ui(false);
+    insta::assert_snapshot!("empty_overview_80x24", draw(&mut u, &empty, 80, 24));
+}
