@@ -53,6 +53,17 @@ pub enum Sub {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// Classify failed CI job logs: one verdict per file (stdin for `-` or no file).
+    Classify {
+        /// Log files as GitHub serves them (timestamps, ##[group], ANSI codes are fine).
+        files: Vec<PathBuf>,
+        /// One JSON object per file per line: {file, issues: [...]}, primary verdict first.
+        #[arg(long)]
+        json: bool,
+        /// Extra pattern catalogue (same schema as assets/patterns.toml; same id replaces).
+        #[arg(long = "patterns", value_name = "FILE")]
+        patterns: Vec<PathBuf>,
+    },
     /// Run or query the headless engine (the seed's `mcp start` / `mcp status`).
     Mcp {
         /// What to do.

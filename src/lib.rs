@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod mcp;
+pub mod orchestrator;
 pub mod sched;
 pub mod store;
 pub mod tui;

@@ -30,6 +30,14 @@ fn main() -> ExitCode {
         print!("{}", cfg.show(&origins));
         return ExitCode::SUCCESS;
     }
+    if let Some(Sub::Classify {
+        files,
+        json,
+        patterns,
+    }) = &cli.command
+    {
+        return classify(files, *json, patterns);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,6 +65,28 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("flotilla: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn classify(files: &[std::path::PathBuf], json: bool, patterns: &[std::path::PathBuf]) -> ExitCode {
+    use flotilla::orchestrator::cmd;
+    let cat = match cmd::catalogue(patterns) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("flotilla: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    match cmd::run(&cat, files, json, &mut out, &mut err) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flotilla classify: {e}");
             ExitCode::FAILURE
         }
     }
