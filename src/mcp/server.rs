@@ -150,6 +150,13 @@ fn unexpected(r: Reply) -> String {
 impl FlotillaMcp {
     /// A server on `engine`; annotations are set from the policy table.
     pub fn new(engine: EngineHandle) -> Self {
+        Self {
+            engine,
+            tool_router: Self::annotated_router(),
+        }
+    }
+
+    fn annotated_router() -> ToolRouter<Self> {
         let mut tool_router = Self::tool_router();
         for route in tool_router.map.values_mut() {
             if let Some(kind) = tool_kind(&route.attr.name) {
@@ -162,15 +169,13 @@ impl FlotillaMcp {
                 route.attr.annotations = Some(a);
             }
         }
-        Self {
-            engine,
-            tool_router,
-        }
+        tool_router
     }
 
-    /// Every tool with its annotations, as `tools/list` gives them.
-    pub fn tools(&self) -> Vec<rmcp::model::Tool> {
-        self.tool_router.list_all()
+    /// Every tool with its schemas and annotations, as `tools/list` gives them, sorted by
+    /// name. Needs no engine.
+    pub fn tool_list() -> Vec<rmcp::model::Tool> {
+        Self::annotated_router().list_all()
     }
 
     async fn run(&self, cmd: Command, confirmed: bool) -> Result<Reply, String> {
@@ -373,6 +378,84 @@ impl ServerHandler for FlotillaMcp {
         );
         info
     }
+}
+
+/// The tool reference in Markdown (docs/mcp-tools.md is this text; a test keeps them equal).
+pub fn tools_markdown() -> String {
+    let mut out = String::from(
+        "# MCP tools\n\n\
+         Generated from the server's own tool list (`cargo test --test docs` checks this file;\n\
+         `UPDATE_DOCS=1 cargo test --test docs` rewrites it). Every tool returns structured\n\
+         content matching its output schema. Danger comes from the engine's policy table:\n\
+         `read` tools only look (`readOnlyHint`), `write` tools add or change state, and\n\
+         `destructive` tools (`destructiveHint`) need `confirm: true` and are refused, like every\n\
+         `write` tool, under `--read-only`.\n\n\
+         | tool | danger | what it does |\n|---|---|---|\n",
+    );
+    let tools = FlotillaMcp::tool_list();
+    let danger = |name: &str| match tool_kind(name).map(|k| k.danger()) {
+        Some(Danger::Read) => "read",
+        Some(Danger::Write) => "write",
+        Some(Danger::Destructive) => "destructive",
+        None => "?",
+    };
+    for t in &tools {
+        let desc = t.description.as_deref().unwrap_or("").replace('\n', " ");
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            t.name,
+            danger(&t.name),
+            desc
+        ));
+    }
+    for t in &tools {
+        out.push_str(&format!("\n## `{}`\n\n", t.name));
+        out.push_str(t.description.as_deref().unwrap_or(""));
+        out.push_str("\n\n");
+        let schema = serde_json::Value::Object((*t.input_schema).clone());
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        match schema["properties"].as_object() {
+            Some(props) if !props.is_empty() => {
+                out.push_str("| argument | type | required | description |\n|---|---|---|---|\n");
+                for (name, p) in props {
+                    let ty = p["type"]
+                        .as_str()
+                        .map(str::to_string)
+                        .or_else(|| {
+                            p["type"].as_array().map(|a| {
+                                a.iter()
+                                    .filter_map(|v| v.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(" or ")
+                            })
+                        })
+                        .unwrap_or_else(|| "object".into());
+                    let d = p["description"].as_str().unwrap_or("").replace('\n', " ");
+                    out.push_str(&format!(
+                        "| `{name}` | {ty} | {} | {d} |\n",
+                        if required.contains(&name.as_str()) {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                    ));
+                }
+            }
+            _ => out.push_str("No arguments.\n"),
+        }
+        if let Some(os) = &t.output_schema {
+            let props: Vec<String> = os
+                .get("properties")
+                .and_then(|p| p.as_object())
+                .map(|p| p.keys().map(|k| format!("`{k}`")).collect())
+                .unwrap_or_default();
+            out.push_str(&format!("\nReturns: {}.\n", props.join(", ")));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
