@@ -59,6 +59,11 @@ async fn queue_comes_back_in_heap_order_after_restart() {
     for (name, p) in [("c", 300), ("a", 10), ("d", 300), ("b", 20), ("e", 999)] {
         submit(&e, name, p, &["true"]).await;
     }
+    // Snapshots trail commands by up to one publish interval.
+    let mut w = e.watch();
+    while w.borrow_and_update().queue.len() < 5 {
+        w.changed().await.unwrap();
+    }
     // Raise "e" to the front through decrease-key.
     let e_task = e
         .snapshot()

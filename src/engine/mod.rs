@@ -265,6 +265,8 @@ pub struct Engine {
 }
 
 const RECENT: usize = 50;
+/// Minimum spacing of snapshot publishes.
+const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 
 impl Engine {
     /// Open the store, restore the queue (tasks that were running are re-queued and marked
@@ -393,8 +395,14 @@ impl Engine {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(5));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut shutdown_reply = None;
+        // Snapshots are published at most every PUBLISH_EVERY; a burst of commands costs one
+        // snapshot, not one per command.
+        let mut last_publish = tokio::time::Instant::now();
         loop {
+            let publish_at = last_publish + PUBLISH_EVERY;
+            let dirty = self.dirty;
             tokio::select! {
+                _ = tokio::time::sleep_until(publish_at), if dirty => {}
                 msg = rx.recv() => match msg {
                     Some(Msg::Exec(env)) => self.handle(env),
                     Some(Msg::Shutdown(tx)) => { shutdown_reply = Some(tx); break; }
@@ -417,8 +425,9 @@ impl Engine {
                     }
                 }
             }
-            if self.dirty {
+            if self.dirty && tokio::time::Instant::now() >= last_publish + PUBLISH_EVERY {
                 self.publish();
+                last_publish = tokio::time::Instant::now();
             }
         }
         self.stop_all().await;
