@@ -147,7 +147,7 @@ fn default_cores() -> usize {
 }
 
 /// The whole effective configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Data dir, read-only mode, logging.
@@ -238,7 +238,7 @@ pub struct GithubConfig {
 }
 
 /// `[tui]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TuiConfig {
     /// User keymap file (default `$XDG_CONFIG_HOME/flotilla/keymap.toml` if present).
@@ -291,24 +291,6 @@ impl Default for GithubConfig {
         Self {
             api_url: "https://api.github.com".into(),
             token: None,
-        }
-    }
-}
-
-impl Default for TuiConfig {
-    fn default() -> Self {
-        Self { keymap: None }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            general: GeneralConfig::default(),
-            scheduler: SchedulerConfig::default(),
-            p2p: P2pConfig::default(),
-            github: GithubConfig::default(),
-            tui: TuiConfig::default(),
         }
     }
 }

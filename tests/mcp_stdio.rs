@@ -212,7 +212,6 @@ fn malformed_input_is_answered_and_stdout_is_pure_json_rpc() {
     let r = next();
     assert_eq!(r["id"], 3);
     assert!(r["error"]["code"].is_number(), "{r}");
-    drop(send);
     drop(stdin);
     // End of stdin ends the server cleanly, and nothing else reached stdout.
     for l in lines {
