@@ -39,16 +39,19 @@ where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let io = transport::guard(input, output);
+    let (io, writer) = transport::guard(input, output);
     let running = FlotillaMcp::new(engine)
         .serve(io)
         .await
         .map_err(|e| McpError::Session(e.to_string()))?;
-    running
+    let res = running
         .waiting()
         .await
-        .map_err(|e| McpError::Session(e.to_string()))?;
-    Ok(())
+        .map(|_| ())
+        .map_err(|e| McpError::Session(e.to_string()));
+    // rmcp has dropped its side: let the writer flush the last replies before we return.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+    res
 }
 
 /// Serve MCP on this process's stdin/stdout.

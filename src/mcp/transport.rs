@@ -97,8 +97,10 @@ pub fn check_line(line: &str) -> Verdict {
 }
 
 /// Put the guard between `input`/`output` (a client's byte streams) and rmcp. Returns the
-/// stream rmcp should serve on. Background tasks end when `input` ends.
-pub fn guard<R, W>(input: R, output: W) -> DuplexStream
+/// stream rmcp should serve on, and the writer task: it ends once `input` has ended and rmcp
+/// has dropped its side, after the last frame is flushed; await it before exiting so no reply
+/// is lost.
+pub fn guard<R, W>(input: R, output: W) -> (DuplexStream, tokio::task::JoinHandle<()>)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -108,7 +110,7 @@ where
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
 
     // Writer: the only task that writes to the client, so frames never interleave.
-    tokio::spawn(async move {
+    let writer = tokio::spawn(async move {
         let mut output = output;
         while let Some(mut frame) = out_rx.recv().await {
             frame.push('\n');
@@ -186,7 +188,7 @@ where
         }
         let _ = our_w.shutdown().await;
     });
-    server_side
+    (server_side, writer)
 }
 
 #[cfg(test)]
@@ -240,7 +242,7 @@ mod tests {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
         let (client_in, guard_in) = tokio::io::duplex(4096);
         let (guard_out, client_out) = tokio::io::duplex(4096);
-        let server = guard(guard_in, guard_out);
+        let (server, _writer) = guard(guard_in, guard_out);
         let (mut sr, mut sw) = tokio::io::split(server);
         let (_, mut cw) = tokio::io::split(client_in);
         cw.write_all(b"garbage\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n")
