@@ -251,7 +251,7 @@ impl Default for GeneralConfig {
         Self {
             data_dir: xdg_dir("XDG_DATA_HOME", ".local/share").join("flotilla"),
             read_only: false,
-            log_level: "info".into(),
+            log_level: "info,rmcp=warn".into(),
             node_name: hostname(),
             max_store_bytes: 0,
         }

@@ -123,7 +123,9 @@ fn init_logging(cfg: &Config, sink: LogSink) -> LogBuffer {
                 .try_init();
         }
         LogSink::Tui => {
-            let _ = tui_logger::init_logger(tui_logger::LevelFilter::Trace);
+            // No init_logger: its mover thread wakes 100 times a second. The TUI moves
+            // records into the widget's buffer itself when the log ring says one arrived.
+            tui_logger::set_default_level(tui_logger::LevelFilter::Trace);
             let _ = registry
                 .with(tui_logger::TuiTracingSubscriberLayer.with_filter(display()))
                 .try_init();

@@ -18,7 +18,6 @@ use crossterm::event::{DisableBracketedPaste, EnableBracketedPaste, Event, Event
 use futures::StreamExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::engine::{Command, EngineHandle, Reply, Source};
@@ -76,7 +75,7 @@ async fn event_loop(
     let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut log_redraw: Option<Instant> = None;
+    tui_logger::move_events();
     let mut dirty = true;
     loop {
         let now = clock.now_ms();
@@ -85,12 +84,6 @@ async fn event_loop(
             terminal.draw(|f| view::render(&mut ui, &snap, now, f))?;
             dirty = false;
         }
-        let log_deadline = async {
-            match log_redraw {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
         let action = tokio::select! {
             ev = events.next() => match ev {
                 Some(Ok(Event::Key(k))) => Some(Action::Key(k)),
@@ -106,13 +99,13 @@ async fn event_loop(
                 None
             }
             _ = logs.changed() => {
-                // tui-logger moves records into its buffer on its own thread within ~10 ms.
-                if log_redraw.is_none() && (ui.focus == Pane::Logs || !ui.zoom) && ui.logs_following {
-                    log_redraw = Some(Instant::now() + Duration::from_millis(30));
+                // Move new records from tui-logger's hot buffer into the widget's buffer.
+                tui_logger::move_events();
+                if ui.logs_following && (!ui.zoom || ui.focus == Pane::Logs) {
+                    dirty = true;
                 }
                 None
             }
-            _ = log_deadline => { log_redraw = None; dirty = true; None }
             Some(done) = done_rx.recv() => Some(Action::Done(done)),
             _ = tick.tick() => {
                 // Ages and status messages change with time; nothing else does.
