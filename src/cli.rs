@@ -36,6 +36,9 @@ pub struct Cli {
     /// Extra capability labels for this node, comma-separated (e.g. cuda,fast-network).
     #[arg(long, global = true, value_name = "LABEL,...")]
     pub capabilities: Option<String>,
+    /// Fly Machines API base URL (FLY_API_URL).
+    #[arg(long, global = true, value_name = "URL")]
+    pub fly_api_url: Option<String>,
     /// Log filter, e.g. info or flotilla=debug.
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -113,6 +116,9 @@ impl Cli {
                 toml::Value::Integer(n as i64),
                 "--max-concurrent-tasks",
             )?;
+        }
+        if let Some(u) = &self.fly_api_url {
+            b = b.flag("compute.fly_api_url", u, "--fly-api-url")?;
         }
         if let Some(l) = &self.log_level {
             b = b.flag("general.log_level", l, "--log-level")?;

@@ -160,6 +160,94 @@ pub struct Config {
     pub github: GithubConfig,
     /// Terminal UI.
     pub tui: TuiConfig,
+    /// Cloud VMs on Fly Machines (the seed's variable names, lower-cased).
+    pub compute: ComputeConfig,
+}
+
+/// `[compute]`: Fly Machines access and VM limits. Keys are the seed's environment variable
+/// names in lower case, and those variables set them (`FLY_API_TOKEN` -> `fly_api_token`,
+/// `VM_MAX_PER_USER` -> `vm_max_per_user`, ...). Compute is on when `fly_api_token` and
+/// `fly_app_name` are set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComputeConfig {
+    /// Machines API base URL (`FLY_API_URL`, `--fly-api-url`).
+    pub fly_api_url: String,
+    /// `FLY_API_TOKEN`. Never printed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fly_api_token: Option<Secret>,
+    /// `FLY_APP_NAME`: the app that holds the VMs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fly_app_name: Option<String>,
+    /// `FLY_ORG_SLUG`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fly_org_slug: Option<String>,
+    /// `VM_MAX_PER_USER`: live VMs per user.
+    pub vm_max_per_user: u32,
+    /// `VM_IDLE_TIMEOUT_MINUTES`: minutes without activity before a VM is terminated.
+    pub vm_idle_timeout_minutes: u32,
+    /// `VM_DEFAULT_REGION`.
+    pub vm_default_region: String,
+    /// `VM_DEFAULT_CPU_TYPE`, e.g. `shared-cpu-1x`.
+    pub vm_default_cpu_type: String,
+    /// `VM_DEFAULT_MEMORY_MB`.
+    pub vm_default_memory_mb: u32,
+    /// `VM_IMAGE`: image the VMs boot.
+    pub vm_image: String,
+    /// `TAILSCALE_AUTH_KEY`: given to each machine at create time. Never printed or stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tailscale_auth_key: Option<Secret>,
+    /// How often idle VMs are checked and the store is reconciled with Fly (the seed: 60 s).
+    #[serde(with = "duration")]
+    pub scheduler_interval: Duration,
+}
+
+impl Default for ComputeConfig {
+    fn default() -> Self {
+        Self {
+            fly_api_url: "https://api.machines.dev".into(),
+            fly_api_token: None,
+            fly_app_name: None,
+            fly_org_slug: None,
+            vm_max_per_user: 3,
+            vm_idle_timeout_minutes: 30,
+            vm_default_region: "iad".into(),
+            vm_default_cpu_type: "shared-cpu-1x".into(),
+            vm_default_memory_mb: 1024,
+            vm_image: "ubuntu:24.04".into(),
+            tailscale_auth_key: None,
+            scheduler_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ComputeConfig {
+    /// The value of a seed variable as this config holds it (for the compute module's
+    /// `from_env` constructors), e.g. `VM_MAX_PER_USER` -> `"3"`.
+    pub fn var(&self, name: &str) -> Option<String> {
+        match name {
+            "FLY_API_HOSTNAME" | "FLY_API_URL" => Some(self.fly_api_url.clone()),
+            "FLY_API_TOKEN" => self.fly_api_token.as_ref().map(|s| s.expose().to_string()),
+            "FLY_APP_NAME" => self.fly_app_name.clone(),
+            "FLY_ORG_SLUG" => self.fly_org_slug.clone(),
+            "VM_MAX_PER_USER" => Some(self.vm_max_per_user.to_string()),
+            "VM_IDLE_TIMEOUT_MINUTES" => Some(self.vm_idle_timeout_minutes.to_string()),
+            "VM_DEFAULT_REGION" => Some(self.vm_default_region.clone()),
+            "VM_DEFAULT_CPU_TYPE" => Some(self.vm_default_cpu_type.clone()),
+            "VM_DEFAULT_MEMORY_MB" => Some(self.vm_default_memory_mb.to_string()),
+            "VM_IMAGE" => Some(self.vm_image.clone()),
+            "TAILSCALE_AUTH_KEY" => self
+                .tailscale_auth_key
+                .as_ref()
+                .map(|s| s.expose().to_string()),
+            _ => None,
+        }
+    }
+
+    /// Whether Fly access is configured.
+    pub fn enabled(&self) -> bool {
+        self.fly_api_token.is_some() && self.fly_app_name.is_some()
+    }
 }
 
 /// `[general]`
@@ -334,10 +422,25 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "FLOTILLA_MAX_CONCURRENT_TASKS",
         "scheduler.max_concurrent_tasks",
     ),
+    ("FLY_API_URL", "compute.fly_api_url"),
+    ("FLY_API_TOKEN", "compute.fly_api_token"),
+    ("FLY_APP_NAME", "compute.fly_app_name"),
+    ("FLY_ORG_SLUG", "compute.fly_org_slug"),
+    ("VM_MAX_PER_USER", "compute.vm_max_per_user"),
+    ("VM_IDLE_TIMEOUT_MINUTES", "compute.vm_idle_timeout_minutes"),
+    ("VM_DEFAULT_REGION", "compute.vm_default_region"),
+    ("VM_DEFAULT_CPU_TYPE", "compute.vm_default_cpu_type"),
+    ("VM_DEFAULT_MEMORY_MB", "compute.vm_default_memory_mb"),
+    ("VM_IMAGE", "compute.vm_image"),
+    ("TAILSCALE_AUTH_KEY", "compute.tailscale_auth_key"),
 ];
 
 /// Keys whose values are secrets: masked in `config show` and errors.
-pub const SECRET_KEYS: &[&str] = &["github.token"];
+pub const SECRET_KEYS: &[&str] = &[
+    "github.token",
+    "compute.fly_api_token",
+    "compute.tailscale_auth_key",
+];
 
 /// Builds a [`Config`] from layers, tracking each key's [`Origin`].
 #[derive(Debug)]
@@ -477,7 +580,7 @@ impl ConfigBuilder {
                 origin,
             });
         };
-        let known_sections = ["general", "scheduler", "p2p", "github", "tui"];
+        let known_sections = ["general", "scheduler", "p2p", "github", "tui", "compute"];
         if !known_sections.contains(&section) || leaf.contains('.') {
             return Err(ConfigError::UnknownKey {
                 key: key.into(),
@@ -564,6 +667,18 @@ impl ConfigBuilder {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.general.log_level) {
             return Err(self.invalid("general.log_level", &e.to_string()));
+        }
+        if c.compute.enabled() {
+            let get = |k: &str| c.compute.var(k);
+            if let Err(e) = crate::compute::ComputeSettings::from_env(get) {
+                let key = format!("compute.{}", e.var.to_ascii_lowercase());
+                return Err(self.invalid(&key, &e.reason));
+            }
+        }
+        if !c.compute.fly_api_url.starts_with("http://")
+            && !c.compute.fly_api_url.starts_with("https://")
+        {
+            return Err(self.invalid("compute.fly_api_url", "must be an http:// or https:// URL"));
         }
         if !c.github.api_url.starts_with("http://") && !c.github.api_url.starts_with("https://") {
             return Err(self.invalid("github.api_url", "must be an http:// or https:// URL"));

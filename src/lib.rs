@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod compute;
 pub mod config;
 pub mod engine;
 pub mod mcp;

@@ -7,7 +7,7 @@ use ratatui::backend::TestBackend;
 
 use flotilla::engine::Policy;
 use flotilla::engine::command::TaskOutput;
-use flotilla::engine::snapshot::{NodeView, QueueRow, Snapshot};
+use flotilla::engine::snapshot::{NodeView, QueueRow, Snapshot, VmFeed, VmRow};
 use flotilla::sched::workflow::{TaskState, WorkflowTag};
 use flotilla::tui::app::{Action, Done, UiState, update};
 use flotilla::tui::view::render;
@@ -214,4 +214,51 @@ fn read_only_and_empty_states() {
     };
     let mut u = ui(false);
     insta::assert_snapshot!("empty_overview_80x24", draw(&mut u, &empty, 80, 24));
+}
+
+fn vm(id: &str, user: &str, status: &str, left_min: i64, cost: i64) -> VmRow {
+    VmRow {
+        vm_id: id.into(),
+        name: format!("flotilla-{user}-{id}"),
+        user: user.into(),
+        region: "iad".into(),
+        cpu_type: "shared-cpu-1x".into(),
+        memory_mb: 1024,
+        status: status.into(),
+        auto_shutdown_at: Some(NOW + left_min * 60_000),
+        cost_centicents: cost,
+    }
+}
+
+#[test]
+fn vms_pane_with_machines() {
+    let mut snap = snapshot(false);
+    snap.vms = VmFeed::On {
+        rows: vec![
+            vm("vm-01a", "alice", "running", 27, 1_316),
+            vm("vm-01b", "bob", "provisioning", 30, 0),
+            vm("vm-01c", "alice", "stopped", 3, 79),
+        ],
+        month_centicents: 42_795,
+    };
+    for (w, h) in [(120u16, 40u16), (80, 24)] {
+        let mut u = ui(false);
+        u.focus = Pane::Vms;
+        u.zoom = true;
+        insta::assert_snapshot!(format!("vms_live_{w}x{h}"), draw(&mut u, &snap, w, h));
+        let mut u = ui(false);
+        u.focus = Pane::Vms;
+        press(&mut u, &snap, KeyCode::Char('d'), KeyModifiers::CONTROL);
+        insta::assert_snapshot!(
+            format!("vms_confirm_terminate_{w}x{h}"),
+            draw(&mut u, &snap, w, h)
+        );
+    }
+    let mut empty = snapshot(false);
+    empty.vms = VmFeed::On {
+        rows: vec![],
+        month_centicents: 0,
+    };
+    let mut u = ui(false);
+    insta::assert_snapshot!("vms_empty_on_80x24", draw(&mut u, &empty, 80, 24));
 }

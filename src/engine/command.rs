@@ -93,6 +93,53 @@ pub enum Command {
     },
     /// Detected hardware and capability labels.
     DetectHardware,
+    /// VMs of one user, or of everyone when `user` is absent.
+    ListVms {
+        /// Owner.
+        user: Option<String>,
+        /// Include terminated VMs.
+        include_terminated: bool,
+    },
+    /// Create a VM for a user (defaults from `[compute]` for absent sizes).
+    ProvisionVm {
+        /// Owner.
+        user: String,
+        /// Session that asked for it.
+        session: Option<String>,
+        /// CPU preset, e.g. `shared-cpu-1x`.
+        cpu_type: Option<String>,
+        /// Memory, MB.
+        memory_mb: Option<u32>,
+        /// Fly region, e.g. `iad`.
+        region: Option<String>,
+    },
+    /// Destroy a VM (`force` kills a running machine at once); `dry_run` only says what would
+    /// happen.
+    TerminateVm {
+        /// VM id.
+        vm_id: String,
+        /// Kill without a graceful stop.
+        force: bool,
+        /// Describe only.
+        dry_run: bool,
+    },
+    /// SSH details of a VM.
+    GetVmSsh {
+        /// VM id.
+        vm_id: String,
+    },
+    /// Record activity: the idle shutdown moves to now + the idle timeout.
+    ExtendVmActivity {
+        /// VM id.
+        vm_id: String,
+    },
+    /// A user's compute costs over the last `days`.
+    GetComputeCosts {
+        /// Owner.
+        user: String,
+        /// Days back (1..=366).
+        days: u32,
+    },
 }
 
 impl Command {
@@ -110,6 +157,12 @@ impl Command {
             Command::GetRecentLogs { .. } => CommandKind::GetRecentLogs,
             Command::SearchLogs { .. } => CommandKind::SearchLogs,
             Command::DetectHardware => CommandKind::DetectHardware,
+            Command::ListVms { .. } => CommandKind::ListVms,
+            Command::ProvisionVm { .. } => CommandKind::ProvisionVm,
+            Command::TerminateVm { .. } => CommandKind::TerminateVm,
+            Command::GetVmSsh { .. } => CommandKind::GetVmSsh,
+            Command::ExtendVmActivity { .. } => CommandKind::ExtendVmActivity,
+            Command::GetComputeCosts { .. } => CommandKind::GetComputeCosts,
         }
     }
 
@@ -378,6 +431,100 @@ pub struct HardwareReport {
     pub capabilities: Vec<String>,
 }
 
+/// A VM as faces show it.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct VmView {
+    /// Flotilla VM id, `vm-...`.
+    pub vm_id: String,
+    /// Machine name.
+    pub name: String,
+    /// Owner.
+    pub user: String,
+    /// Fly region.
+    pub region: String,
+    /// CPU preset.
+    pub cpu_type: String,
+    /// Memory, MB.
+    pub memory_mb: u32,
+    /// provisioning, running, stopped, terminated or error.
+    pub status: String,
+    /// Fly machine id.
+    pub machine_id: Option<String>,
+    /// Private (6PN) address.
+    pub private_ip: Option<String>,
+    /// Tailscale address, once known.
+    pub tailscale_ip: Option<String>,
+    /// Last activity, RFC 3339.
+    pub last_activity_at: Option<String>,
+    /// When the idle sweep may terminate it, RFC 3339.
+    pub auto_shutdown_at: Option<String>,
+    /// Seconds until the idle shutdown (0 when due).
+    pub idle_left_s: Option<i64>,
+    /// Cost so far, hundredths of a cent (integer; running VMs counted up to now).
+    pub cost_centicents: i64,
+    /// The same in dollars, e.g. `$0.0123`.
+    pub cost_usd: String,
+    /// Failure reason, if any (no secrets).
+    pub error: Option<String>,
+}
+
+/// Reply to [`Command::ListVms`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct VmList {
+    /// VMs, newest first.
+    pub vms: Vec<VmView>,
+}
+
+/// Reply to [`Command::TerminateVm`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct TerminateReport {
+    /// The VM after the call (unchanged for a dry run).
+    pub vm: VmView,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// What was (or would be) done.
+    pub action: String,
+}
+
+/// Reply to [`Command::GetVmSsh`] (the seed's SSH credentials).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct VmSsh {
+    /// Host to connect to.
+    pub hostname: String,
+    /// SSH port.
+    pub port: u16,
+    /// User.
+    pub username: String,
+    /// Fly machine id.
+    pub machine_id: String,
+    /// Region.
+    pub region: String,
+    /// Tailscale address, if known.
+    pub tailscale_ip: Option<String>,
+    /// A ready `ssh` command line.
+    pub command: String,
+}
+
+/// Reply to [`Command::GetComputeCosts`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ComputeCostsReport {
+    /// Owner.
+    pub user_id: String,
+    /// Days covered.
+    pub period_days: u32,
+    /// Total, hundredths of a cent.
+    pub total_centicents: i64,
+    /// Total in cents (the seed's `total_cost_cents`), integer hundredths kept exact in
+    /// `total_centicents`.
+    pub total_cost_cents: f64,
+    /// Total in dollars (the seed's `total_cost_dollars`).
+    pub total_cost_dollars: f64,
+    /// Usage records in the period.
+    pub usage_count: u32,
+    /// Of which still running.
+    pub running_count: u32,
+}
+
 /// A command's reply.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
@@ -402,4 +549,14 @@ pub enum Reply {
     Logs(LogReport),
     /// See [`HardwareReport`].
     Hardware(HardwareReport),
+    /// See [`VmList`].
+    Vms(VmList),
+    /// One VM after an operation.
+    Vm(Box<VmView>),
+    /// See [`TerminateReport`].
+    Terminated(Box<TerminateReport>),
+    /// See [`VmSsh`].
+    Ssh(VmSsh),
+    /// See [`ComputeCostsReport`].
+    Costs(ComputeCostsReport),
 }

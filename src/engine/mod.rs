@@ -7,6 +7,7 @@
 //! [`Snapshot`] (watch channel) and [`Event`]s (broadcast channel).
 
 pub mod command;
+pub mod compute;
 pub mod hardware;
 pub mod lock;
 pub mod logbuf;
@@ -124,6 +125,8 @@ pub struct EngineOptions {
     pub capabilities: Vec<String>,
     /// Cap on the store's size in bytes (0 = none).
     pub max_store_bytes: u64,
+    /// Fly Machines access and VM limits (compute is off unless token and app are set).
+    pub compute: crate::config::ComputeConfig,
 }
 
 impl EngineOptions {
@@ -142,6 +145,7 @@ impl EngineOptions {
             kill_grace: c.scheduler.kill_grace,
             capabilities: c.p2p.capabilities.clone(),
             max_store_bytes: c.general.max_store_bytes,
+            compute: c.compute.clone(),
         }
     }
 }
@@ -155,6 +159,8 @@ struct Envelope {
 
 enum Msg {
     Exec(Envelope),
+    /// A service changed state the snapshot shows (VMs).
+    Refresh,
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -172,6 +178,7 @@ impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Msg::Exec(e) => write!(f, "Exec({:?})", e.cmd.kind()),
+            Msg::Refresh => write!(f, "Refresh"),
             Msg::Shutdown(_) => write!(f, "Shutdown"),
         }
     }
@@ -262,6 +269,9 @@ pub struct Engine {
     started_at: Millis,
     store_error: Option<String>,
     load_avg: Option<f64>,
+    compute: Result<compute::ComputeService, String>,
+    self_tx: mpsc::Sender<Msg>,
+    vm_rows: usize,
 }
 
 const RECENT: usize = 50;
@@ -289,6 +299,12 @@ impl Engine {
             read_only: opts.read_only,
         };
         let hardware = hardware::detect(&opts.capabilities);
+        let (tx, rx) = mpsc::channel(256);
+        let compute = compute::start(&opts.compute, &opts.db_path, clock.clone());
+        match &compute {
+            Ok(_) => info!(app = ?opts.compute.fly_app_name, "compute on: Fly Machines VMs"),
+            Err(why) => debug!("compute off: {why}"),
+        }
         let mut engine = Engine {
             queue: TaskQueue::new(opts.boost_factor, opts.boost_interval.as_millis() as Millis),
             opts,
@@ -311,6 +327,9 @@ impl Engine {
             started_at: now,
             store_error: None,
             load_avg: hardware::load_avg_1m(),
+            compute,
+            self_tx: tx.clone(),
+            vm_rows: 0,
         };
         engine.restore(now)?;
         if requeued > 0 {
@@ -321,7 +340,12 @@ impl Engine {
         }
         engine.dispatch();
         engine.publish();
-        let (tx, rx) = mpsc::channel(256);
+        if let Ok(svc) = &engine.compute {
+            let notify = tx.clone();
+            tokio::spawn(svc.clone().run_scheduler(move || {
+                let _ = notify.try_send(Msg::Refresh);
+            }));
+        }
         let handle = EngineHandle {
             tx,
             snap: snap_rx,
@@ -405,6 +429,7 @@ impl Engine {
                 _ = tokio::time::sleep_until(publish_at), if dirty => {}
                 msg = rx.recv() => match msg {
                     Some(Msg::Exec(env)) => self.handle(env),
+                    Some(Msg::Refresh) => self.dirty = true,
                     Some(Msg::Shutdown(tx)) => { shutdown_reply = Some(tx); break; }
                     None => break,
                 },
@@ -419,6 +444,8 @@ impl Engine {
                 _ = housekeeping.tick() => {
                     let la = hardware::load_avg_1m();
                     if la != self.load_avg { self.load_avg = la; self.dirty = true; }
+                    // Running VMs accrue cost: refresh what the VMs pane shows.
+                    if self.vm_rows > 0 { self.dirty = true; }
                     // A store that failed may have recovered (space freed): retry dispatch.
                     if self.store_error.is_some() && self.store.ping().is_ok() {
                         self.dispatch();
@@ -455,9 +482,17 @@ impl Engine {
     fn handle(&mut self, env: Envelope) {
         let kind = env.cmd.kind();
         let what = self.describe(&env.cmd);
-        let result = self
-            .policy
-            .check(kind, env.confirmed, &what)
+        // A dry run changes nothing: it passes the gate like a read.
+        let dry_run = matches!(env.cmd, Command::TerminateVm { dry_run: true, .. });
+        let gate = if dry_run {
+            Ok(())
+        } else {
+            self.policy.check(kind, env.confirmed, &what)
+        };
+        if gate.is_ok() && is_compute(kind) {
+            return self.run_compute(env);
+        }
+        let result = gate
             .map_err(EngineError::from)
             .and_then(|_| self.apply(env.cmd, env.source));
         if let Err(e) = &result {
@@ -479,6 +514,31 @@ impl Engine {
         let _ = env.reply.send(result);
     }
 
+    /// Compute commands wait on the Machines API: run them on their own task and reply from
+    /// there; the snapshot refreshes when they finish.
+    fn run_compute(&mut self, env: Envelope) {
+        let svc = match &self.compute {
+            Ok(svc) => svc.clone(),
+            Err(why) => {
+                let _ = env
+                    .reply
+                    .send(Err(EngineError::Invalid(format!("compute is off: {why}"))));
+                return;
+            }
+        };
+        let now = self.clock.now_ms();
+        let notify = self.self_tx.clone();
+        let kind = env.cmd.kind();
+        tokio::spawn(async move {
+            let r = svc.execute(env.cmd, now).await;
+            if let Err(e) = &r {
+                info!(command = kind.name(), "refused or failed: {e}");
+            }
+            let _ = env.reply.send(r);
+            let _ = notify.send(Msg::Refresh).await;
+        });
+    }
+
     fn describe(&self, cmd: &Command) -> String {
         match cmd {
             Command::CancelWorkflow { workflow_id } => match self.workflows.get(workflow_id) {
@@ -495,6 +555,17 @@ impl Engine {
                 }
                 None => format!("cancel workflow {workflow_id}"),
             },
+            Command::TerminateVm { vm_id, force, .. } => {
+                let plan = self
+                    .compute
+                    .as_ref()
+                    .ok()
+                    .and_then(|svc| svc.plan(vm_id, *force));
+                match plan {
+                    Some(p) => format!("terminate VM {vm_id}: would {p}"),
+                    None => format!("terminate VM {vm_id}"),
+                }
+            }
             other => other.kind().name().to_string(),
         }
     }
@@ -737,6 +808,10 @@ impl Engine {
                 self.hardware = hardware::detect(&self.opts.capabilities);
                 Ok(Reply::Hardware(self.hardware.clone()))
             }
+            other => Err(EngineError::Invalid(format!(
+                "{} is handled by its service",
+                other.kind().name()
+            ))),
         }
     }
 
@@ -1038,7 +1113,18 @@ impl Engine {
                 "the GitHub layer is not in this build yet".into(),
             ),
             h("autoscaler", "disabled", "not in this build yet".into()),
-            h("compute", "disabled", "not in this build yet".into()),
+            match &self.compute {
+                Ok(_) => h(
+                    "compute",
+                    "ok",
+                    format!(
+                        "Fly app {}, {} live VM(s)",
+                        self.opts.compute.fly_app_name.as_deref().unwrap_or("?"),
+                        self.vm_rows
+                    ),
+                ),
+                Err(why) => h("compute", "disabled", why.clone()),
+            },
             h("orchestrator", "disabled", "not in this build yet".into()),
         ]
     }
@@ -1108,6 +1194,14 @@ impl Engine {
         }
         queue.extend(self.recent.iter().cloned());
         let counts = self.store.counts().unwrap_or_default();
+        let vms = match &self.compute {
+            Ok(svc) => svc.feed(now),
+            Err(_) => snapshot::VmFeed::Off(snapshot::off_vms()),
+        };
+        self.vm_rows = match &vms {
+            snapshot::VmFeed::On { rows, .. } => rows.len(),
+            snapshot::VmFeed::Off(_) => 0,
+        };
         self.version += 1;
         let snap = Snapshot {
             version: self.version,
@@ -1128,11 +1222,24 @@ impl Engine {
             queue,
             counts,
             health: self.health(),
+            vms,
             ..Snapshot::default()
         };
         self.snap_tx.send_replace(Arc::new(snap));
         self.dirty = false;
     }
+}
+
+fn is_compute(kind: CommandKind) -> bool {
+    matches!(
+        kind,
+        CommandKind::ListVms
+            | CommandKind::ProvisionVm
+            | CommandKind::TerminateVm
+            | CommandKind::GetVmSsh
+            | CommandKind::ExtendVmActivity
+            | CommandKind::GetComputeCosts
+    )
 }
 
 fn row_of(

@@ -50,11 +50,23 @@ pub enum CommandKind {
     SearchLogs,
     /// Hardware and capability labels.
     DetectHardware,
+    /// List VMs.
+    ListVms,
+    /// Create a VM (costs money; not destructive).
+    ProvisionVm,
+    /// Destroy a VM.
+    TerminateVm,
+    /// SSH details of a VM.
+    GetVmSsh,
+    /// Push a VM's idle shutdown back.
+    ExtendVmActivity,
+    /// A user's compute costs.
+    GetComputeCosts,
 }
 
 impl CommandKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [CommandKind; 11] = [
+    pub const ALL: [CommandKind; 17] = [
         CommandKind::SubmitWorkflow,
         CommandKind::CancelWorkflow,
         CommandKind::SetTaskPriority,
@@ -66,16 +78,23 @@ impl CommandKind {
         CommandKind::GetRecentLogs,
         CommandKind::SearchLogs,
         CommandKind::DetectHardware,
+        CommandKind::ListVms,
+        CommandKind::ProvisionVm,
+        CommandKind::TerminateVm,
+        CommandKind::GetVmSsh,
+        CommandKind::ExtendVmActivity,
+        CommandKind::GetComputeCosts,
     ];
 
     /// The policy table.
     pub fn danger(self) -> Danger {
         use CommandKind::*;
         match self {
-            SubmitWorkflow | SetTaskPriority => Danger::Write,
-            CancelWorkflow => Danger::Destructive,
+            SubmitWorkflow | SetTaskPriority | ProvisionVm | ExtendVmActivity => Danger::Write,
+            CancelWorkflow | TerminateVm => Danger::Destructive,
             ListWorkflows | GetWorkflowStatus | GetTaskOutput | GetSystemStatus
-            | GetServiceHealth | GetRecentLogs | SearchLogs | DetectHardware => Danger::Read,
+            | GetServiceHealth | GetRecentLogs | SearchLogs | DetectHardware | ListVms
+            | GetVmSsh | GetComputeCosts => Danger::Read,
         }
     }
 
@@ -94,6 +113,12 @@ impl CommandKind {
             GetRecentLogs => "get_recent_logs",
             SearchLogs => "search_logs",
             DetectHardware => "detect_hardware",
+            ListVms => "list_vms",
+            ProvisionVm => "provision_vm",
+            TerminateVm => "terminate_vm",
+            GetVmSsh => "get_vm_ssh",
+            ExtendVmActivity => "extend_vm_activity",
+            GetComputeCosts => "get_compute_costs",
         }
     }
 }

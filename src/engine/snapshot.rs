@@ -79,6 +79,43 @@ pub struct OffFeed {
     pub enable: String,
 }
 
+/// One VM in the VMs pane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmRow {
+    /// Flotilla VM id.
+    pub vm_id: String,
+    /// Machine name.
+    pub name: String,
+    /// Owner.
+    pub user: String,
+    /// Region.
+    pub region: String,
+    /// CPU preset.
+    pub cpu_type: String,
+    /// Memory, MB.
+    pub memory_mb: u32,
+    /// Status name.
+    pub status: String,
+    /// Idle shutdown deadline, unix ms.
+    pub auto_shutdown_at: Option<Millis>,
+    /// Cost so far, hundredths of a cent.
+    pub cost_centicents: i64,
+}
+
+/// The VMs pane's feed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VmFeed {
+    /// Compute is not configured.
+    Off(OffFeed),
+    /// Live VMs and this month's cost.
+    On {
+        /// VMs, newest first.
+        rows: Vec<VmRow>,
+        /// This calendar month's compute cost, all users, hundredths of a cent.
+        month_centicents: i64,
+    },
+}
+
 /// The engine state a face renders from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
@@ -95,7 +132,7 @@ pub struct Snapshot {
     /// Runners pane feed.
     pub runners: OffFeed,
     /// VMs pane feed.
-    pub vms: OffFeed,
+    pub vms: VmFeed,
     /// Issues pane feed.
     pub issues: OffFeed,
     /// Service health.
@@ -111,7 +148,7 @@ impl Default for Snapshot {
             queue: Vec::new(),
             counts: Counts::default(),
             runners: off_runners(),
-            vms: off_vms(),
+            vms: VmFeed::Off(off_vms()),
             issues: off_issues(),
             health: Vec::new(),
         }
@@ -132,7 +169,7 @@ pub fn off_runners() -> OffFeed {
 pub fn off_vms() -> OffFeed {
     OffFeed {
         feeds_from: "the compute service: Fly Machines VMs per user, idle shutdown, costs".into(),
-        enable: "needs FLY_API_TOKEN and FLY_APP_NAME; not available in this build yet".into(),
+        enable: "set FLY_API_TOKEN and FLY_APP_NAME (or [compute] in config.toml)".into(),
     }
 }
 

@@ -27,6 +27,12 @@ pub const TOOL_TABLE: &[(&str, CommandKind)] = &[
     ("get_recent_logs", CommandKind::GetRecentLogs),
     ("search_logs", CommandKind::SearchLogs),
     ("detect_hardware", CommandKind::DetectHardware),
+    ("list_vms", CommandKind::ListVms),
+    ("provision_vm", CommandKind::ProvisionVm),
+    ("terminate_vm", CommandKind::TerminateVm),
+    ("get_vm_ssh", CommandKind::GetVmSsh),
+    ("extend_vm_activity", CommandKind::ExtendVmActivity),
+    ("get_compute_costs", CommandKind::GetComputeCosts),
 ];
 
 /// The command kind behind a tool name.
@@ -129,6 +135,69 @@ pub struct SearchLogsArgs {
     /// Look back this far, e.g. 15m, 1h, 24h (default: all retained records).
     #[serde(default)]
     pub time_range: Option<String>,
+}
+
+/// Arguments of `list_vms`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct ListVmsArgs {
+    /// Only this user's VMs (default: everyone's).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Include terminated VMs (default false).
+    #[serde(default)]
+    pub include_terminated: bool,
+}
+
+/// Arguments of `provision_vm`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ProvisionVmArgs {
+    /// Owner of the VM.
+    pub user: String,
+    /// CPU preset, e.g. shared-cpu-1x or performance-cpu-2x (default VM_DEFAULT_CPU_TYPE).
+    #[serde(default)]
+    pub cpu_type: Option<String>,
+    /// Memory in MB, a multiple of 256 (default VM_DEFAULT_MEMORY_MB).
+    #[serde(default)]
+    pub memory_mb: Option<u32>,
+    /// Fly region, e.g. iad (default VM_DEFAULT_REGION).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Session that asked for it.
+    #[serde(default)]
+    pub session: Option<String>,
+}
+
+/// Arguments of `terminate_vm`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct TerminateVmArgs {
+    /// VM id (`vm-...`).
+    pub vm_id: String,
+    /// Destroy a running machine at once instead of stopping it first.
+    #[serde(default)]
+    pub force: bool,
+    /// Must be true to terminate (not needed for a dry run).
+    #[serde(default)]
+    pub confirm: bool,
+    /// Only say what would happen.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// A VM id.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct VmIdArgs {
+    /// VM id (`vm-...`).
+    pub vm_id: String,
+}
+
+/// Arguments of `get_compute_costs`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CostsArgs {
+    /// User.
+    pub user: String,
+    /// Days back (default 30, 1..=366).
+    #[serde(default)]
+    pub days: Option<u32>,
 }
 
 /// The MCP server over one engine.
@@ -351,6 +420,102 @@ impl FlotillaMcp {
         };
         match self.run(cmd, false).await? {
             Reply::Logs(l) => Ok(Json(l)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Cloud VMs (Fly Machines) with status, idle time left and cost so far.
+    #[tool(name = "list_vms")]
+    async fn list_vms(
+        &self,
+        Parameters(a): Parameters<ListVmsArgs>,
+    ) -> Result<Json<VmList>, String> {
+        let cmd = Command::ListVms {
+            user: a.user,
+            include_terminated: a.include_terminated,
+        };
+        match self.run(cmd, false).await? {
+            Reply::Vms(v) => Ok(Json(v)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Provision a cloud VM for a user on Fly Machines; refused over VM_MAX_PER_USER.
+    #[tool(name = "provision_vm")]
+    async fn provision_vm(
+        &self,
+        Parameters(a): Parameters<ProvisionVmArgs>,
+    ) -> Result<Json<VmView>, String> {
+        let cmd = Command::ProvisionVm {
+            user: a.user,
+            session: a.session,
+            cpu_type: a.cpu_type,
+            memory_mb: a.memory_mb,
+            region: a.region,
+        };
+        match self.run(cmd, false).await? {
+            Reply::Vm(v) => Ok(Json(*v)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Terminate a VM (its machine is destroyed and billing ends). Destructive: needs
+    /// confirm=true; dry_run=true only says what would happen.
+    #[tool(name = "terminate_vm")]
+    async fn terminate_vm(
+        &self,
+        Parameters(a): Parameters<TerminateVmArgs>,
+    ) -> Result<Json<TerminateReport>, String> {
+        let cmd = Command::TerminateVm {
+            vm_id: a.vm_id,
+            force: a.force,
+            dry_run: a.dry_run,
+        };
+        match self.run(cmd, a.confirm).await? {
+            Reply::Terminated(t) => Ok(Json(*t)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// SSH connection details of a VM (host, port, user, machine, region, Tailscale IP).
+    #[tool(name = "get_vm_ssh")]
+    async fn get_vm_ssh(&self, Parameters(a): Parameters<VmIdArgs>) -> Result<Json<VmSsh>, String> {
+        match self
+            .run(Command::GetVmSsh { vm_id: a.vm_id }, false)
+            .await?
+        {
+            Reply::Ssh(s) => Ok(Json(s)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Record activity on a VM: its idle auto-shutdown moves to now + VM_IDLE_TIMEOUT_MINUTES.
+    #[tool(name = "extend_vm_activity")]
+    async fn extend_vm_activity(
+        &self,
+        Parameters(a): Parameters<VmIdArgs>,
+    ) -> Result<Json<VmView>, String> {
+        match self
+            .run(Command::ExtendVmActivity { vm_id: a.vm_id }, false)
+            .await?
+        {
+            Reply::Vm(v) => Ok(Json(*v)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// A user's compute costs over the last N days (running VMs counted up to now).
+    #[tool(name = "get_compute_costs")]
+    async fn get_compute_costs(
+        &self,
+        Parameters(a): Parameters<CostsArgs>,
+    ) -> Result<Json<ComputeCostsReport>, String> {
+        let cmd = Command::GetComputeCosts {
+            user: a.user,
+            days: a.days.unwrap_or(30),
+        };
+        match self.run(cmd, false).await? {
+            Reply::Costs(c) => Ok(Json(c)),
             r => Err(unexpected(r)),
         }
     }

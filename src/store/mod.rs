@@ -58,8 +58,9 @@ fn classify(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        M::up(
+            r#"
         CREATE TABLE workflows (
             id          TEXT PRIMARY KEY,
             name        TEXT NOT NULL,
@@ -95,7 +96,9 @@ fn migrations() -> Migrations<'static> {
         CREATE INDEX tasks_workflow ON tasks(workflow_id, idx);
         CREATE INDEX tasks_state ON tasks(state);
         "#,
-    )])
+        ),
+        M::up(crate::compute::store::MIGRATION_SQL),
+    ])
 }
 
 /// A stored workflow.
@@ -253,6 +256,12 @@ impl Store {
         self.conn
             .pragma_update(None, "max_page_count", pages as i64)
             .map_err(classify("setting max_page_count"))
+    }
+
+    /// The connection, for module stores that keep their own tables in this database
+    /// (e.g. [`crate::compute::ComputeStore`]). Do not hold it across an engine command.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// Run `SELECT 1` to check the connection answers.
@@ -630,7 +639,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("db")).unwrap();
         assert_eq!(s.journal_mode().unwrap(), "wal");
-        assert_eq!(s.schema_version().unwrap(), 1);
+        assert_eq!(s.schema_version().unwrap(), 2, "1: queue, 2: compute");
     }
 
     #[test]

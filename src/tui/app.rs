@@ -11,7 +11,7 @@ use tui_logger::{TuiWidgetEvent, TuiWidgetState};
 use super::keymap::{Keymap, Pane, action, key_of};
 use crate::clock::Millis;
 use crate::engine::command::{Submitted, TaskOutput};
-use crate::engine::snapshot::QueueRow;
+use crate::engine::snapshot::{QueueRow, VmFeed, VmRow};
 use crate::engine::{Command, CommandKind, Danger, Policy, Reply, Snapshot};
 use crate::sched::workflow::{MAX_PRIORITY, TaskState};
 
@@ -137,6 +137,8 @@ pub enum Done {
     },
     /// A task's output arrived.
     Output(Result<TaskOutput, String>),
+    /// Text was copied to the clipboard (OSC 52).
+    Copied(Result<String, String>),
 }
 
 /// Work for the main loop.
@@ -155,6 +157,8 @@ pub enum Effect {
     SubmitFile(PathBuf),
     /// Fetch a task's output.
     LoadOutput(String),
+    /// Fetch a VM's SSH command and copy it to the terminal's clipboard (OSC 52).
+    CopySsh(String),
     /// Leave the TUI.
     Quit,
 }
@@ -246,10 +250,37 @@ pub fn queue_rows<'a>(ui: &UiState, snap: &'a Snapshot) -> Vec<&'a QueueRow> {
         .collect()
 }
 
+/// Text a VM row is filtered on.
+pub fn vm_row_text(r: &VmRow) -> String {
+    format!(
+        "{} {} {} {} {} {}",
+        r.name, r.vm_id, r.user, r.region, r.cpu_type, r.status
+    )
+}
+
+/// The VMs rows after the pane's filter.
+pub fn vm_rows<'a>(ui: &UiState, snap: &'a Snapshot) -> Vec<&'a VmRow> {
+    let f = ui.filter(Pane::Vms);
+    match &snap.vms {
+        VmFeed::On { rows, .. } => rows
+            .iter()
+            .filter(|r| f.is_none_or(|f| f.keeps(&vm_row_text(r))))
+            .collect(),
+        VmFeed::Off(_) => Vec::new(),
+    }
+}
+
+fn selected_vm<'a>(ui: &UiState, snap: &'a Snapshot) -> Option<&'a VmRow> {
+    vm_rows(ui, snap)
+        .get(ui.selected[Pane::Vms.index()])
+        .copied()
+}
+
 /// Rows the cursor moves over in `pane`.
 pub fn row_count(ui: &UiState, snap: &Snapshot, pane: Pane) -> usize {
     match pane {
         Pane::Queue => queue_rows(ui, snap).len(),
+        Pane::Vms => vm_rows(ui, snap).len(),
         Pane::Peers => 1,
         _ => 0,
     }
@@ -305,6 +336,12 @@ fn on_done(ui: &mut UiState, d: Done, now: Millis) {
                 Level::Info,
                 now,
             ),
+            Ok(Reply::Vm(v)) => ui.say(
+                format!("{what}: {} is {} in {}", v.vm_id, v.status, v.region),
+                Level::Info,
+                now,
+            ),
+            Ok(Reply::Terminated(t)) => ui.say(format!("{what}: {}", t.action), Level::Info, now),
             Ok(Reply::Priority(p)) => ui.say(
                 format!(
                     "{what}: priority {} (effective {:.1})",
@@ -340,6 +377,8 @@ fn on_done(ui: &mut UiState, d: Done, now: Millis) {
             });
         }
         Done::Output(Err(e)) => ui.say(format!("cannot show output: {e}"), Level::Error, now),
+        Done::Copied(Ok(text)) => ui.say(format!("copied: {text}"), Level::Info, now),
+        Done::Copied(Err(e)) => ui.say(format!("cannot copy: {e}"), Level::Error, now),
     }
 }
 
@@ -608,6 +647,60 @@ fn on_normal_key(ui: &mut UiState, k: KeyEvent, snap: &Snapshot, now: Millis) ->
             Some(r) => return vec![Effect::LoadOutput(r.task_id.clone())],
             None => ui.say("no task selected", Level::Error, now),
         },
+        "vm.provision" => {
+            if ui.policy.permits(CommandKind::ProvisionVm) {
+                ui.mode = Mode::Command("provision ".into());
+            } else {
+                ui.say(
+                    "provision: refused, flotilla runs read-only",
+                    Level::Error,
+                    now,
+                );
+            }
+        }
+        "vm.terminate" => match selected_vm(ui, snap) {
+            Some(v) => {
+                let (id, body) = (
+                    v.vm_id.clone(),
+                    format!(
+                        "Terminate VM {} ({}) of {}?\nIts machine is stopped and destroyed, and \
+                         its billing ends.",
+                        v.name, v.vm_id, v.user
+                    ),
+                );
+                return gated(
+                    ui,
+                    CommandKind::TerminateVm,
+                    Command::TerminateVm {
+                        vm_id: id.clone(),
+                        force: false,
+                        dry_run: false,
+                    },
+                    format!("terminate {id}"),
+                    body,
+                    now,
+                );
+            }
+            None => ui.say("no VM selected", Level::Error, now),
+        },
+        "vm.extend" => match selected_vm(ui, snap) {
+            Some(v) => {
+                let id = v.vm_id.clone();
+                return gated(
+                    ui,
+                    CommandKind::ExtendVmActivity,
+                    Command::ExtendVmActivity { vm_id: id.clone() },
+                    format!("extend {id}"),
+                    String::new(),
+                    now,
+                );
+            }
+            None => ui.say("no VM selected", Level::Error, now),
+        },
+        "vm.ssh" => match selected_vm(ui, snap) {
+            Some(v) => return vec![Effect::CopySsh(v.vm_id.clone())],
+            None => ui.say("no VM selected", Level::Error, now),
+        },
         "noop" => {}
         other => {
             let known = action(other).is_some();
@@ -676,6 +769,44 @@ fn run_command_line(ui: &mut UiState, line: &str, snap: &Snapshot, now: Millis) 
             Vec::new()
         }
         "cancel" => cancel_workflow(ui, snap, arg, now),
+        "provision" => {
+            let words: Vec<&str> = arg.split_whitespace().collect();
+            let Some(user) = words.first() else {
+                ui.say(
+                    "usage: :provision USER [CPU_TYPE] [MEMORY_MB] [REGION]",
+                    Level::Error,
+                    now,
+                );
+                return Vec::new();
+            };
+            let memory_mb = match words.get(2).map(|m| m.parse::<u32>()) {
+                None => None,
+                Some(Ok(m)) => Some(m),
+                Some(Err(_)) => {
+                    ui.say(
+                        format!("memory {:?} is not a number of MB", words[2]),
+                        Level::Error,
+                        now,
+                    );
+                    return Vec::new();
+                }
+            };
+            focus(ui, Pane::Vms);
+            gated(
+                ui,
+                CommandKind::ProvisionVm,
+                Command::ProvisionVm {
+                    user: user.to_string(),
+                    session: None,
+                    cpu_type: words.get(1).map(|s| s.to_string()),
+                    memory_mb,
+                    region: words.get(3).map(|s| s.to_string()),
+                },
+                format!("provision for {user}"),
+                String::new(),
+                now,
+            )
+        }
         _ => {
             ui.say(
                 format!("unknown command :{cmd}; try {COMMANDS}"),
@@ -697,7 +828,7 @@ fn expand_home(p: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::snapshot::QueueRow;
+    use crate::engine::snapshot::{QueueRow, VmFeed, VmRow};
     use crate::sched::workflow::WorkflowTag;
 
     fn key(s: &str) -> Action {

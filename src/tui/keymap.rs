@@ -164,6 +164,30 @@ pub const ACTIONS: &[ActionDef] = &[
         command: Some(CommandKind::GetTaskOutput),
     },
     ActionDef {
+        name: "vm.provision",
+        desc: "Provision a VM",
+        scope: Scope::Pane(Pane::Vms),
+        command: Some(CommandKind::ProvisionVm),
+    },
+    ActionDef {
+        name: "vm.terminate",
+        desc: "Terminate the VM",
+        scope: Scope::Pane(Pane::Vms),
+        command: Some(CommandKind::TerminateVm),
+    },
+    ActionDef {
+        name: "vm.extend",
+        desc: "Extend activity",
+        scope: Scope::Pane(Pane::Vms),
+        command: Some(CommandKind::ExtendVmActivity),
+    },
+    ActionDef {
+        name: "vm.ssh",
+        desc: "Copy the SSH command",
+        scope: Scope::Pane(Pane::Vms),
+        command: Some(CommandKind::GetVmSsh),
+    },
+    ActionDef {
         name: "logs.page_up",
         desc: "Scroll back",
         scope: Scope::Pane(Pane::Logs),

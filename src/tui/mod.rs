@@ -110,7 +110,8 @@ async fn event_loop(
             _ = tick.tick() => {
                 // Ages and status messages change with time; nothing else does.
                 let snap = snaps.borrow().clone();
-                let ages = snap.queue.iter().any(|r| matches!(r.state, TaskState::Queued | TaskState::Running));
+                let ages = snap.queue.iter().any(|r| matches!(r.state, TaskState::Queued | TaskState::Running))
+                    || matches!(&snap.vms, crate::engine::snapshot::VmFeed::On { rows, .. } if !rows.is_empty());
                 let status = ui.status.as_ref().is_some_and(|(_, _, at)| now - at < app::STATUS_TTL_MS + 1000);
                 if ages || status { dirty = true; }
                 None
@@ -151,6 +152,16 @@ fn run_effect(engine: &EngineHandle, eff: Effect, done: mpsc::UnboundedSender<Do
                 let result = submit_file(&engine, &path).await;
                 Done::Submitted { path, result }
             }
+            Effect::CopySsh(vm_id) => Done::Copied(
+                match engine
+                    .execute(Command::GetVmSsh { vm_id }, false, Source::Tui)
+                    .await
+                {
+                    Ok(Reply::Ssh(s)) => copy_osc52(&s.command).map(|_| s.command),
+                    Ok(other) => Err(format!("unexpected reply {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                },
+            ),
             Effect::LoadOutput(task_id) => Done::Output(
                 match engine
                     .execute(Command::GetTaskOutput { task_id }, false, Source::Tui)
@@ -164,6 +175,18 @@ fn run_effect(engine: &EngineHandle, eff: Effect, done: mpsc::UnboundedSender<Do
         };
         let _ = done.send(msg);
     });
+}
+
+/// Put `text` on the operator's clipboard with an OSC 52 escape sequence: it travels over
+/// SSH to the local terminal (xterm, kitty, iTerm2, tmux with set-clipboard on).
+fn copy_osc52(text: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    use std::io::Write;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(text);
+    let mut out = io::stdout();
+    write!(out, "\x1b]52;c;{b64}\x07")
+        .and_then(|_| out.flush())
+        .map_err(|e| e.to_string())
 }
 
 /// Read a TOML or JSON workflow file and submit it.

@@ -10,11 +10,12 @@ use ratatui::widgets::{
 };
 use tui_logger::{TuiLoggerLevelOutput, TuiLoggerWidget};
 
-use super::app::{COMMANDS, Level, Mode, STATUS_TTL_MS, UiState, queue_rows};
+use super::app::{COMMANDS, Level, Mode, STATUS_TTL_MS, UiState, queue_rows, vm_rows};
 use super::keymap::Pane;
 use crate::clock::{Millis, compact_duration};
+use crate::compute::costs::format_usd;
 use crate::engine::Snapshot;
-use crate::engine::snapshot::{OffFeed, QueueRow};
+use crate::engine::snapshot::{OffFeed, QueueRow, VmFeed};
 use crate::sched::workflow::TaskState;
 
 const ACCENT: Color = Color::Cyan;
@@ -97,6 +98,16 @@ fn render_header(snap: &Snapshot, f: &mut Frame, area: Rect) {
             wf("failed")
         )),
     ];
+    if let VmFeed::On {
+        month_centicents, ..
+    } = &snap.vms
+    {
+        spans.push(Span::styled("| ", Style::new().dark_gray()));
+        spans.push(Span::raw(format!(
+            "vms {} this month ",
+            format_usd(*month_centicents)
+        )));
+    }
     if let Some(l) = n.load_avg {
         spans.push(Span::styled("| ", Style::new().dark_gray()));
         spans.push(Span::raw(format!("load {l:.2} ")));
@@ -156,7 +167,10 @@ fn render_pane(
         Pane::Peers => render_peers(ui, snap, f, area),
         Pane::Queue => render_queue(ui, snap, now, f, area),
         Pane::Runners => render_off(ui, pane, &snap.runners, f, area),
-        Pane::Vms => render_off(ui, pane, &snap.vms, f, area),
+        Pane::Vms => match &snap.vms {
+            VmFeed::Off(off) => render_off(ui, pane, off, f, area),
+            VmFeed::On { .. } => render_vms(ui, snap, now, f, area),
+        },
         Pane::Issues => render_off(ui, pane, &snap.issues, f, area),
         Pane::Logs => render_logs(ui, f, area),
     }
@@ -377,6 +391,98 @@ fn render_queue(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area:
     let t = Table::new(body, widths)
         .header(Row::new(header).style(Style::new().dark_gray().add_modifier(Modifier::BOLD)))
         .row_highlight_style(highlight(ui.focus == Pane::Queue))
+        .block(block);
+    f.render_stateful_widget(t, area, &mut state);
+}
+
+fn render_vms(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area: Rect) {
+    let rows = vm_rows(ui, snap);
+    let block = pane_block(ui, Pane::Vms, format!("{} live", rows.len()));
+    if rows.is_empty() {
+        let hint = match ui.keymap.key_for(Pane::Vms, "vm.provision") {
+            Some(k) if ui.policy.permits(crate::engine::CommandKind::ProvisionVm) => {
+                format!("No VMs. Press {k} or type :provision USER to create one.")
+            }
+            _ => "No VMs.".to_string(),
+        };
+        f.render_widget(
+            Paragraph::new(hint).wrap(Wrap { trim: true }).block(block),
+            area,
+        );
+        return;
+    }
+    let wide = area.width >= 70;
+    let body: Vec<Row> = rows
+        .iter()
+        .map(|r| {
+            let idle = match (r.status.as_str(), r.auto_shutdown_at) {
+                ("running" | "stopped", Some(d)) => compact_duration(d - now),
+                _ => "-".into(),
+            };
+            let style = match r.status.as_str() {
+                "running" => Style::new().fg(Color::Green),
+                "error" => Style::new().fg(Color::Red),
+                "provisioning" => Style::new().fg(Color::Yellow),
+                _ => Style::new(),
+            };
+            let size = format!("{}/{}M", r.cpu_type.replace("-cpu-", " "), r.memory_mb);
+            let cells = if wide {
+                vec![
+                    r.name.clone(),
+                    r.user.clone(),
+                    r.region.clone(),
+                    size,
+                    r.status.clone(),
+                    idle,
+                    format_usd(r.cost_centicents),
+                ]
+            } else {
+                vec![
+                    r.user.clone(),
+                    r.status.clone(),
+                    idle,
+                    format_usd(r.cost_centicents),
+                ]
+            };
+            Row::new(cells).style(style)
+        })
+        .collect();
+    let (header, widths): (Vec<&str>, Vec<Constraint>) = if wide {
+        (
+            vec![
+                "NAME",
+                "USER",
+                "REGION",
+                "SIZE",
+                "STATE",
+                "IDLE LEFT",
+                "COST",
+            ],
+            vec![
+                Constraint::Fill(2),
+                Constraint::Fill(1),
+                Constraint::Length(6),
+                Constraint::Length(16),
+                Constraint::Length(12),
+                Constraint::Length(9),
+                Constraint::Length(9),
+            ],
+        )
+    } else {
+        (
+            vec!["USER", "STATE", "IDLE", "COST"],
+            vec![
+                Constraint::Fill(1),
+                Constraint::Length(8),
+                Constraint::Length(6),
+                Constraint::Length(8),
+            ],
+        )
+    };
+    let mut state = TableState::default().with_selected(Some(ui.selected[Pane::Vms.index()]));
+    let t = Table::new(body, widths)
+        .header(Row::new(header).style(Style::new().dark_gray().add_modifier(Modifier::BOLD)))
+        .row_highlight_style(highlight(ui.focus == Pane::Vms))
         .block(block);
     f.render_stateful_widget(t, area, &mut state);
 }
