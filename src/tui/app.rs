@@ -828,7 +828,7 @@ fn expand_home(p: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::snapshot::{QueueRow, VmFeed, VmRow};
+    use crate::engine::snapshot::QueueRow;
     use crate::sched::workflow::WorkflowTag;
 
     fn key(s: &str) -> Action {
