@@ -36,6 +36,9 @@ pub struct Cli {
     /// Extra capability labels for this node, comma-separated (e.g. cuda,fast-network).
     #[arg(long, global = true, value_name = "LABEL,...")]
     pub capabilities: Option<String>,
+    /// GitHub REST API base URL (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(long, global = true, value_name = "URL")]
+    pub github_api_url: Option<String>,
     /// Fly Machines API base URL (FLY_API_URL).
     #[arg(long, global = true, value_name = "URL")]
     pub fly_api_url: Option<String>,
@@ -116,6 +119,9 @@ impl Cli {
                 toml::Value::Integer(n as i64),
                 "--max-concurrent-tasks",
             )?;
+        }
+        if let Some(u) = &self.github_api_url {
+            b = b.flag("github.api_url", u, "--github-api-url")?;
         }
         if let Some(u) = &self.fly_api_url {
             b = b.flag("compute.fly_api_url", u, "--fly-api-url")?;

@@ -320,9 +320,11 @@ pub struct P2pConfig {
 pub struct GithubConfig {
     /// REST API base URL (GitHub Enterprise Server: `https://HOST/api/v3`).
     pub api_url: String,
-    /// Token (`GH_TOKEN`, then `GITHUB_TOKEN`). Never printed.
+    /// Token (`GH_TOKEN`, then `GITHUB_TOKEN`, else `gh auth token`). Never printed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
+    /// Bound on the ETag cache in the store, bytes (least recently used entries go first).
+    pub cache_max_bytes: u64,
 }
 
 /// `[tui]`
@@ -379,6 +381,7 @@ impl Default for GithubConfig {
         Self {
             api_url: "https://api.github.com".into(),
             token: None,
+            cache_max_bytes: 64 << 20,
         }
     }
 }

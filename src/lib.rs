@@ -9,6 +9,7 @@ pub mod clock;
 pub mod compute;
 pub mod config;
 pub mod engine;
+pub mod github;
 pub mod mcp;
 pub mod orchestrator;
 pub mod sched;

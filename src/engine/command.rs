@@ -140,6 +140,28 @@ pub enum Command {
         /// Days back (1..=366).
         days: u32,
     },
+    /// Repositories of a GitHub user or organization, most recently pushed first.
+    GhListRepos {
+        /// User or organization.
+        owner: String,
+        /// `all`, `public` or `private`.
+        kind: String,
+        /// At most this many.
+        limit: usize,
+    },
+    /// Workflow runs of a repository.
+    GhWorkflowRuns {
+        /// `owner/name`.
+        repo: String,
+        /// Workflow name or file name (`ci.yml`), or all.
+        workflow: Option<String>,
+        /// Status or conclusion filter (`queued`, `completed`, `failure`, ...).
+        status: Option<String>,
+        /// At most this many.
+        limit: usize,
+    },
+    /// Cache statistics of the GitHub layer.
+    GhCacheStats,
 }
 
 impl Command {
@@ -163,6 +185,9 @@ impl Command {
             Command::GetVmSsh { .. } => CommandKind::GetVmSsh,
             Command::ExtendVmActivity { .. } => CommandKind::ExtendVmActivity,
             Command::GetComputeCosts { .. } => CommandKind::GetComputeCosts,
+            Command::GhListRepos { .. } => CommandKind::GhListRepos,
+            Command::GhWorkflowRuns { .. } => CommandKind::GhWorkflowRuns,
+            Command::GhCacheStats => CommandKind::GhCacheStats,
         }
     }
 
@@ -525,6 +550,106 @@ pub struct ComputeCostsReport {
     pub running_count: u32,
 }
 
+/// GitHub's primary (core) rate limit as last reported.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct GhRateLimit {
+    /// Requests per window.
+    pub limit: u64,
+    /// Requests left.
+    pub remaining: u64,
+    /// Requests used.
+    pub used: u64,
+    /// When the window resets, RFC 3339.
+    pub reset_at: String,
+}
+
+/// A repository.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct GhRepo {
+    /// `owner/name`.
+    pub full_name: String,
+    /// Private.
+    pub private: bool,
+    /// Archived.
+    pub archived: bool,
+    /// Last push, ISO 8601.
+    pub pushed_at: Option<String>,
+    /// Default branch.
+    pub default_branch: Option<String>,
+    /// Web URL.
+    pub html_url: Option<String>,
+}
+
+/// Reply to [`Command::GhListRepos`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct GhRepoList {
+    /// Repositories, most recently pushed first.
+    pub repos: Vec<GhRepo>,
+    /// Rate limit after the call.
+    pub rate_limit: Option<GhRateLimit>,
+}
+
+/// A workflow run.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct GhRun {
+    /// Run id.
+    pub id: u64,
+    /// Workflow name.
+    pub name: Option<String>,
+    /// Workflow file path.
+    pub path: Option<String>,
+    /// Branch.
+    pub head_branch: Option<String>,
+    /// Trigger event.
+    pub event: Option<String>,
+    /// queued, in_progress, completed, ...
+    pub status: Option<String>,
+    /// success, failure, cancelled, timed_out, ...
+    pub conclusion: Option<String>,
+    /// Created, ISO 8601.
+    pub created_at: Option<String>,
+    /// Web URL.
+    pub html_url: Option<String>,
+}
+
+/// Reply to [`Command::GhWorkflowRuns`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct GhRunList {
+    /// Runs, newest first.
+    pub runs: Vec<GhRun>,
+    /// Rate limit after the call.
+    pub rate_limit: Option<GhRateLimit>,
+}
+
+/// Reply to [`Command::GhCacheStats`]: the seed's names plus detail.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct GhCacheStats {
+    /// Share of lookups that cost no primary rate limit.
+    pub hit_rate: f64,
+    /// Lookups answered without a counted API call (hits + 304s + peer hits).
+    pub api_calls_saved: u64,
+    /// Answered from an entry a mesh peer shared.
+    pub peer_hits: u64,
+    /// Mesh peers connected.
+    pub connected_peers: u32,
+    /// Whether mesh sharing is on.
+    pub p2p_enabled: bool,
+    /// Fresh entries served with no request.
+    pub hits: u64,
+    /// Full responses fetched.
+    pub misses: u64,
+    /// Revalidated with 304 Not Modified.
+    pub not_modified: u64,
+    /// Entries evicted (LRU) to stay under the size bound.
+    pub evictions: u64,
+    /// HTTP requests sent to GitHub.
+    pub api_calls: u64,
+    /// Entries stored.
+    pub entries: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+}
+
 /// A command's reply.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
@@ -559,4 +684,10 @@ pub enum Reply {
     Ssh(VmSsh),
     /// See [`ComputeCostsReport`].
     Costs(ComputeCostsReport),
+    /// See [`GhRepoList`].
+    GhRepos(GhRepoList),
+    /// See [`GhRunList`].
+    GhRuns(GhRunList),
+    /// See [`GhCacheStats`].
+    GhCache(GhCacheStats),
 }

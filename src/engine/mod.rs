@@ -8,6 +8,7 @@
 
 pub mod command;
 pub mod compute;
+pub mod github;
 pub mod hardware;
 pub mod lock;
 pub mod logbuf;
@@ -127,6 +128,8 @@ pub struct EngineOptions {
     pub max_store_bytes: u64,
     /// Fly Machines access and VM limits (compute is off unless token and app are set).
     pub compute: crate::config::ComputeConfig,
+    /// GitHub API access.
+    pub github: crate::config::GithubConfig,
 }
 
 impl EngineOptions {
@@ -146,6 +149,7 @@ impl EngineOptions {
             capabilities: c.p2p.capabilities.clone(),
             max_store_bytes: c.general.max_store_bytes,
             compute: c.compute.clone(),
+            github: c.github.clone(),
         }
     }
 }
@@ -161,6 +165,8 @@ enum Msg {
     Exec(Envelope),
     /// A service changed state the snapshot shows (VMs).
     Refresh,
+    /// GitHub token discovery finished.
+    GithubReady(Result<github::GithubService, String>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -179,6 +185,7 @@ impl std::fmt::Debug for Msg {
         match self {
             Msg::Exec(e) => write!(f, "Exec({:?})", e.cmd.kind()),
             Msg::Refresh => write!(f, "Refresh"),
+            Msg::GithubReady(r) => write!(f, "GithubReady(ok: {})", r.is_ok()),
             Msg::Shutdown(_) => write!(f, "Shutdown"),
         }
     }
@@ -270,6 +277,7 @@ pub struct Engine {
     store_error: Option<String>,
     load_avg: Option<f64>,
     compute: Result<compute::ComputeService, String>,
+    github: GithubState,
     self_tx: mpsc::Sender<Msg>,
     vm_rows: usize,
 }
@@ -328,6 +336,7 @@ impl Engine {
             store_error: None,
             load_avg: hardware::load_avg_1m(),
             compute,
+            github: GithubState::Starting,
             self_tx: tx.clone(),
             vm_rows: 0,
         };
@@ -340,6 +349,17 @@ impl Engine {
         }
         engine.dispatch();
         engine.publish();
+        {
+            // Token discovery may run `gh auth token`: off the start path.
+            let notify = tx.clone();
+            let cfg = engine.opts.github.clone();
+            let db = engine.opts.db_path.clone();
+            let clock = engine.clock.clone();
+            tokio::spawn(async move {
+                let r = github::start(&cfg, &db, clock).await;
+                let _ = notify.send(Msg::GithubReady(r)).await;
+            });
+        }
         if let Ok(svc) = &engine.compute {
             let notify = tx.clone();
             tokio::spawn(svc.clone().run_scheduler(move || {
@@ -430,6 +450,17 @@ impl Engine {
                 msg = rx.recv() => match msg {
                     Some(Msg::Exec(env)) => self.handle(env),
                     Some(Msg::Refresh) => self.dirty = true,
+                    Some(Msg::GithubReady(r)) => {
+                        match &r {
+                            Ok(svc) => info!(token = %svc.source, "GitHub layer on"),
+                            Err(why) => warn!("{why}"),
+                        }
+                        self.github = match r {
+                            Ok(svc) => GithubState::On(svc),
+                            Err(why) => GithubState::Off(why),
+                        };
+                        self.dirty = true;
+                    }
                     Some(Msg::Shutdown(tx)) => { shutdown_reply = Some(tx); break; }
                     None => break,
                 },
@@ -492,6 +523,9 @@ impl Engine {
         if gate.is_ok() && is_compute(kind) {
             return self.run_compute(env);
         }
+        if gate.is_ok() && is_github(kind) {
+            return self.run_github(env);
+        }
         let result = gate
             .map_err(EngineError::from)
             .and_then(|_| self.apply(env.cmd, env.source));
@@ -534,6 +568,33 @@ impl Engine {
             if let Err(e) = &r {
                 info!(command = kind.name(), "refused or failed: {e}");
             }
+            let _ = env.reply.send(r);
+            let _ = notify.send(Msg::Refresh).await;
+        });
+    }
+
+    /// GitHub commands wait on the API (and its rate-limit pacing): off the actor too.
+    fn run_github(&mut self, env: Envelope) {
+        let svc = match &self.github {
+            GithubState::On(svc) => svc.clone(),
+            GithubState::Starting => {
+                let _ = env.reply.send(Err(EngineError::Invalid(
+                    "the GitHub layer is still starting (looking for a token); retry shortly"
+                        .into(),
+                )));
+                return;
+            }
+            GithubState::Off(why) => {
+                let _ = env.reply.send(Err(EngineError::Invalid(format!(
+                    "GitHub is off: {}",
+                    why.replace('\n', " ")
+                ))));
+                return;
+            }
+        };
+        let notify = self.self_tx.clone();
+        tokio::spawn(async move {
+            let r = svc.execute(env.cmd).await;
             let _ = env.reply.send(r);
             let _ = notify.send(Msg::Refresh).await;
         });
@@ -1107,11 +1168,21 @@ impl Engine {
                 "disabled",
                 "the libp2p mesh is not in this build yet".into(),
             ),
-            h(
-                "github",
-                "disabled",
-                "the GitHub layer is not in this build yet".into(),
-            ),
+            match &self.github {
+                GithubState::Starting => h("github", "ok", "starting: looking for a token".into()),
+                GithubState::On(svc) => h(
+                    "github",
+                    "ok",
+                    match svc.rate() {
+                        Some(r) => format!(
+                            "token from {}; rate limit {}/{} until {}",
+                            svc.source, r.remaining, r.limit, r.reset_at
+                        ),
+                        None => format!("token from {}", svc.source),
+                    },
+                ),
+                GithubState::Off(why) => h("github", "disabled", why.replace('\n', " ")),
+            },
             h("autoscaler", "disabled", "not in this build yet".into()),
             match &self.compute {
                 Ok(_) => h(
@@ -1153,7 +1224,10 @@ impl Engine {
             load_avg_1m: self.load_avg,
             capabilities: self.hardware.capabilities.clone(),
             services: health,
-            github_rate_limit: None,
+            github_rate_limit: match &self.github {
+                GithubState::On(svc) => svc.rate().and_then(|r| serde_json::to_value(r).ok()),
+                _ => None,
+            },
         })
     }
 
@@ -1223,11 +1297,32 @@ impl Engine {
             counts,
             health: self.health(),
             vms,
+            github: match &self.github {
+                GithubState::On(svc) => Some(svc.view()),
+                _ => None,
+            },
             ..Snapshot::default()
         };
         self.snap_tx.send_replace(Arc::new(snap));
         self.dirty = false;
     }
+}
+
+/// Where the GitHub layer stands.
+enum GithubState {
+    /// Token discovery is running.
+    Starting,
+    /// Usable.
+    On(github::GithubService),
+    /// Off, with the reason (the seed's warning when there is no token).
+    Off(String),
+}
+
+fn is_github(kind: CommandKind) -> bool {
+    matches!(
+        kind,
+        CommandKind::GhListRepos | CommandKind::GhWorkflowRuns | CommandKind::GhCacheStats
+    )
 }
 
 fn is_compute(kind: CommandKind) -> bool {

@@ -62,11 +62,17 @@ pub enum CommandKind {
     ExtendVmActivity,
     /// A user's compute costs.
     GetComputeCosts,
+    /// Repositories of a GitHub owner.
+    GhListRepos,
+    /// Workflow runs of a repository.
+    GhWorkflowRuns,
+    /// GitHub API cache statistics.
+    GhCacheStats,
 }
 
 impl CommandKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [CommandKind; 17] = [
+    pub const ALL: [CommandKind; 20] = [
         CommandKind::SubmitWorkflow,
         CommandKind::CancelWorkflow,
         CommandKind::SetTaskPriority,
@@ -84,6 +90,9 @@ impl CommandKind {
         CommandKind::GetVmSsh,
         CommandKind::ExtendVmActivity,
         CommandKind::GetComputeCosts,
+        CommandKind::GhListRepos,
+        CommandKind::GhWorkflowRuns,
+        CommandKind::GhCacheStats,
     ];
 
     /// The policy table.
@@ -94,7 +103,9 @@ impl CommandKind {
             CancelWorkflow | TerminateVm => Danger::Destructive,
             ListWorkflows | GetWorkflowStatus | GetTaskOutput | GetSystemStatus
             | GetServiceHealth | GetRecentLogs | SearchLogs | DetectHardware | ListVms
-            | GetVmSsh | GetComputeCosts => Danger::Read,
+            | GetVmSsh | GetComputeCosts | GhListRepos | GhWorkflowRuns | GhCacheStats => {
+                Danger::Read
+            }
         }
     }
 
@@ -119,6 +130,9 @@ impl CommandKind {
             GetVmSsh => "get_vm_ssh",
             ExtendVmActivity => "extend_vm_activity",
             GetComputeCosts => "get_compute_costs",
+            GhListRepos => "gh_list_repos",
+            GhWorkflowRuns => "gh_workflow_runs",
+            GhCacheStats => "gh_cache_stats",
         }
     }
 }

@@ -137,6 +137,8 @@ pub struct Snapshot {
     pub issues: OffFeed,
     /// Service health.
     pub health: Vec<ServiceHealth>,
+    /// GitHub rate limit and cache figures, when the GitHub layer is on.
+    pub github: Option<crate::engine::github::GithubView>,
 }
 
 impl Default for Snapshot {
@@ -151,6 +153,7 @@ impl Default for Snapshot {
             vms: VmFeed::Off(off_vms()),
             issues: off_issues(),
             health: Vec::new(),
+            github: None,
         }
     }
 }

@@ -33,6 +33,9 @@ pub const TOOL_TABLE: &[(&str, CommandKind)] = &[
     ("get_vm_ssh", CommandKind::GetVmSsh),
     ("extend_vm_activity", CommandKind::ExtendVmActivity),
     ("get_compute_costs", CommandKind::GetComputeCosts),
+    ("gh_list_repos", CommandKind::GhListRepos),
+    ("gh_workflow_runs", CommandKind::GhWorkflowRuns),
+    ("gh_cache_stats", CommandKind::GhCacheStats),
 ];
 
 /// The command kind behind a tool name.
@@ -198,6 +201,35 @@ pub struct CostsArgs {
     /// Days back (default 30, 1..=366).
     #[serde(default)]
     pub days: Option<u32>,
+}
+
+/// Arguments of `gh_list_repos`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct GhListReposArgs {
+    /// GitHub user or organization.
+    pub owner: String,
+    /// all (default), public or private.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// At most this many (default 50).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// Arguments of `gh_workflow_runs`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct GhRunsArgs {
+    /// Repository as owner/name.
+    pub repo: String,
+    /// Workflow name or file name, e.g. ci.yml (default: all workflows).
+    #[serde(default)]
+    pub workflow: Option<String>,
+    /// Status or conclusion: queued, in_progress, completed, failure, success, ...
+    #[serde(default)]
+    pub status: Option<String>,
+    /// At most this many (default 30).
+    #[serde(default)]
+    pub limit: Option<usize>,
 }
 
 /// The MCP server over one engine.
@@ -516,6 +548,53 @@ impl FlotillaMcp {
         };
         match self.run(cmd, false).await? {
             Reply::Costs(c) => Ok(Json(c)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Repositories of a GitHub user or organization, most recently pushed first (through
+    /// the ETag cache).
+    #[tool(name = "gh_list_repos")]
+    async fn gh_list_repos(
+        &self,
+        Parameters(a): Parameters<GhListReposArgs>,
+    ) -> Result<Json<GhRepoList>, String> {
+        let cmd = Command::GhListRepos {
+            owner: a.owner,
+            kind: a.kind.unwrap_or_else(|| "all".into()),
+            limit: a.limit.unwrap_or(50),
+        };
+        match self.run(cmd, false).await? {
+            Reply::GhRepos(r) => Ok(Json(r)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Workflow runs of a repository, filtered by workflow and status (through the ETag
+    /// cache).
+    #[tool(name = "gh_workflow_runs")]
+    async fn gh_workflow_runs(
+        &self,
+        Parameters(a): Parameters<GhRunsArgs>,
+    ) -> Result<Json<GhRunList>, String> {
+        let cmd = Command::GhWorkflowRuns {
+            repo: a.repo,
+            workflow: a.workflow,
+            status: a.status,
+            limit: a.limit.unwrap_or(30),
+        };
+        match self.run(cmd, false).await? {
+            Reply::GhRuns(r) => Ok(Json(r)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// GitHub API cache statistics: hit_rate, api_calls_saved, peer_hits, connected_peers,
+    /// p2p_enabled, misses, 304s, evictions.
+    #[tool(name = "gh_cache_stats")]
+    async fn gh_cache_stats(&self) -> Result<Json<GhCacheStats>, String> {
+        match self.run(Command::GhCacheStats, false).await? {
+            Reply::GhCache(c) => Ok(Json(c)),
             r => Err(unexpected(r)),
         }
     }

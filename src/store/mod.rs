@@ -98,6 +98,7 @@ fn migrations() -> Migrations<'static> {
         "#,
         ),
         M::up(crate::compute::store::MIGRATION_SQL),
+        M::up(crate::github::cache::MIGRATION_SQL),
     ])
 }
 
@@ -639,7 +640,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("db")).unwrap();
         assert_eq!(s.journal_mode().unwrap(), "wal");
-        assert_eq!(s.schema_version().unwrap(), 2, "1: queue, 2: compute");
+        assert_eq!(
+            s.schema_version().unwrap(),
+            3,
+            "1: queue, 2: compute, 3: GitHub cache"
+        );
     }
 
     #[test]

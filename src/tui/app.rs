@@ -105,6 +105,8 @@ pub enum Mode {
     Confirm(Confirm),
     /// Task output overlay.
     Output(OutputView),
+    /// `:cache` overlay: GitHub rate limit and API cache figures.
+    Cache,
 }
 
 /// Inputs to [`update`].
@@ -413,6 +415,12 @@ fn on_key(ui: &mut UiState, k: KeyEvent, snap: &Snapshot, now: Millis) -> Vec<Ef
                 Vec::new()
             }
         },
+        Mode::Cache => {
+            if !matches!(k.code, KeyCode::Esc | KeyCode::Char('q') | KeyCode::Enter) {
+                ui.mode = Mode::Cache;
+            }
+            Vec::new()
+        }
         Mode::Help(scroll) => {
             ui.mode = match k.code {
                 KeyCode::Esc | KeyCode::Char('q') | KeyCode::Char('?') => Mode::Normal,
@@ -743,6 +751,10 @@ fn run_command_line(ui: &mut UiState, line: &str, snap: &Snapshot, now: Millis) 
         }
         "zoom" => {
             ui.zoom = !ui.zoom;
+            Vec::new()
+        }
+        "cache" => {
+            ui.mode = Mode::Cache;
             Vec::new()
         }
         "submit" if arg.is_empty() => {

@@ -63,6 +63,7 @@ pub fn render(ui: &mut UiState, snap: &Snapshot, now: Millis, f: &mut Frame) {
         Mode::Help(scroll) => render_help(ui, *scroll, f, area),
         Mode::Confirm(c) => render_confirm(&c.title, &c.body, f, area),
         Mode::Output(v) => render_output(v, f, area),
+        Mode::Cache => render_cache(snap, f, area),
         _ => {}
     }
 }
@@ -106,6 +107,17 @@ fn render_header(snap: &Snapshot, f: &mut Frame, area: Rect) {
         spans.push(Span::raw(format!(
             "vms {} this month ",
             format_usd(*month_centicents)
+        )));
+    }
+    if let Some(gh) = &snap.github {
+        spans.push(Span::styled("| ", Style::new().dark_gray()));
+        let rate = match &gh.rate {
+            Some(r) => format!("{}/{} until {}", r.remaining, r.limit, &r.reset_at[11..16]),
+            None => "-".into(),
+        };
+        spans.push(Span::raw(format!(
+            "gh {rate} cache {:.0}% ",
+            gh.cache.hit_rate * 100.0
         )));
     }
     if let Some(l) = n.load_avg {
@@ -651,6 +663,59 @@ fn render_help(ui: &UiState, scroll: u16, f: &mut Frame, area: Rect) {
             Block::bordered()
                 .border_type(BorderType::Double)
                 .title(" Help: keys from the live keymap (Esc closes, j/k scroll) ")
+                .border_style(Style::new().fg(ACCENT)),
+        ),
+        r,
+    );
+}
+
+fn render_cache(snap: &Snapshot, f: &mut Frame, area: Rect) {
+    let r = centered(area, 60, 60, 56, 16);
+    let lines: Vec<Line> = match &snap.github {
+        None => vec![
+            Line::raw("The GitHub layer is off."),
+            Line::raw(""),
+            Line::raw("Set GH_TOKEN (or GITHUB_TOKEN), or run `gh auth login`."),
+        ],
+        Some(gh) => {
+            let c = &gh.cache;
+            let mut l = vec![
+                Line::raw(format!("token from      {}", gh.source)),
+                Line::raw(match &gh.rate {
+                    Some(r) => format!(
+                        "rate limit      {}/{} left, {} used, resets {}",
+                        r.remaining, r.limit, r.used, r.reset_at
+                    ),
+                    None => "rate limit      no response yet".into(),
+                }),
+                Line::raw(""),
+                Line::raw(format!("hit_rate        {:.1}%", c.hit_rate * 100.0)),
+                Line::raw(format!("api_calls_saved {}", c.api_calls_saved)),
+                Line::raw(format!("api calls       {}", c.api_calls)),
+                Line::raw(format!("hits            {}", c.hits)),
+                Line::raw(format!("304s            {}", c.not_modified)),
+                Line::raw(format!("misses          {}", c.misses)),
+                Line::raw(format!("peer_hits       {}", c.peer_hits)),
+                Line::raw(format!("evictions       {}", c.evictions)),
+                Line::raw(format!(
+                    "entries         {} ({} KiB)",
+                    c.entries,
+                    c.bytes / 1024
+                )),
+            ];
+            l.push(Line::raw(format!(
+                "p2p_enabled     {} ({} peers)",
+                c.p2p_enabled, c.connected_peers
+            )));
+            l
+        }
+    };
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::bordered()
+                .border_type(BorderType::Double)
+                .title(" GitHub API cache (Esc closes) ")
                 .border_style(Style::new().fg(ACCENT)),
         ),
         r,
