@@ -254,6 +254,19 @@ fn vms_pane_with_machines() {
             draw(&mut u, &snap, w, h)
         );
     }
+    for (w, h) in [(120u16, 40u16), (80, 24)] {
+        let mut u = ui(false);
+        u.focus = Pane::Vms;
+        press(&mut u, &snap, KeyCode::Char('n'), KeyModifiers::NONE);
+        for c in "alice".chars() {
+            press(&mut u, &snap, KeyCode::Char(c), KeyModifiers::NONE);
+        }
+        press(&mut u, &snap, KeyCode::Tab, KeyModifiers::NONE);
+        insta::assert_snapshot!(
+            format!("vms_provision_form_{w}x{h}"),
+            draw(&mut u, &snap, w, h)
+        );
+    }
     let mut empty = snapshot(false);
     empty.vms = VmFeed::On {
         rows: vec![],

@@ -107,6 +107,49 @@ pub enum Mode {
     Output(OutputView),
     /// `:cache` overlay: GitHub rate limit and API cache figures.
     Cache,
+    /// The VM provisioning form.
+    Provision(ProvisionForm),
+}
+
+/// The small form behind "provision a VM": user, CPU type, memory, region; empty fields take
+/// the engine's defaults (`VM_DEFAULT_*`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProvisionForm {
+    /// Field values: user, CPU type, memory MB, region.
+    pub fields: [String; 4],
+    /// Focused field.
+    pub focus: usize,
+    /// Why the last submit was refused.
+    pub error: Option<String>,
+}
+
+impl ProvisionForm {
+    /// Field labels.
+    pub const LABELS: [&'static str; 4] = ["User", "CPU type", "Memory MB", "Region"];
+
+    /// The command this form asks for, or why it cannot.
+    pub fn command(&self) -> Result<Command, String> {
+        let [user, cpu, mem, region] = &self.fields;
+        let user = user.trim();
+        if user.is_empty() {
+            return Err("user is required".into());
+        }
+        let opt = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+        let memory_mb = match opt(mem) {
+            None => None,
+            Some(m) => Some(
+                m.parse::<u32>()
+                    .map_err(|_| format!("memory {m:?} is not a number of MB"))?,
+            ),
+        };
+        Ok(Command::ProvisionVm {
+            user: user.to_string(),
+            session: None,
+            cpu_type: opt(cpu),
+            memory_mb,
+            region: opt(region),
+        })
+    }
 }
 
 /// Inputs to [`update`].
@@ -415,6 +458,40 @@ fn on_key(ui: &mut UiState, k: KeyEvent, snap: &Snapshot, now: Millis) -> Vec<Ef
                 Vec::new()
             }
         },
+        Mode::Provision(mut form) => {
+            match k.code {
+                KeyCode::Esc => {
+                    ui.say("provision cancelled", Level::Info, now);
+                    return Vec::new();
+                }
+                KeyCode::Enter => match form.command() {
+                    Ok(cmd) => {
+                        let user = form.fields[0].trim().to_string();
+                        return gated(
+                            ui,
+                            CommandKind::ProvisionVm,
+                            cmd,
+                            format!("provision for {user}"),
+                            String::new(),
+                            now,
+                        );
+                    }
+                    Err(e) => form.error = Some(e),
+                },
+                KeyCode::Tab | KeyCode::Down => form.focus = (form.focus + 1) % 4,
+                KeyCode::BackTab | KeyCode::Up => form.focus = (form.focus + 3) % 4,
+                KeyCode::Backspace => {
+                    form.fields[form.focus].pop();
+                }
+                KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
+                    form.fields[form.focus].push(c);
+                    form.error = None;
+                }
+                _ => {}
+            }
+            ui.mode = Mode::Provision(form);
+            Vec::new()
+        }
         Mode::Cache => {
             if !matches!(k.code, KeyCode::Esc | KeyCode::Char('q') | KeyCode::Enter) {
                 ui.mode = Mode::Cache;
@@ -657,7 +734,7 @@ fn on_normal_key(ui: &mut UiState, k: KeyEvent, snap: &Snapshot, now: Millis) ->
         },
         "vm.provision" => {
             if ui.policy.permits(CommandKind::ProvisionVm) {
-                ui.mode = Mode::Command("provision ".into());
+                ui.mode = Mode::Provision(ProvisionForm::default());
             } else {
                 ui.say(
                     "provision: refused, flotilla runs read-only",
@@ -1041,6 +1118,40 @@ mod tests {
         snap.queue.truncate(1);
         update(&mut ui, Action::Paste(String::new()), &snap, 0);
         assert_eq!(ui.selected[1], 0);
+    }
+
+    #[test]
+    fn provision_form_fills_and_submits() {
+        let (mut ui, snap) = setup(false);
+        update(&mut ui, key("4"), &snap, 0);
+        update(&mut ui, key("n"), &snap, 0);
+        assert!(matches!(ui.mode, Mode::Provision(_)));
+        // Enter with no user is refused inside the form.
+        assert!(update(&mut ui, key("<Enter>"), &snap, 0).is_empty());
+        let Mode::Provision(f) = &ui.mode else {
+            panic!()
+        };
+        assert_eq!(f.error.as_deref(), Some("user is required"));
+        typed(&mut ui, &snap, "alice");
+        update(&mut ui, key("<Tab>"), &snap, 0);
+        update(&mut ui, key("<Tab>"), &snap, 0);
+        typed(&mut ui, &snap, "2048");
+        update(&mut ui, key("<Tab>"), &snap, 0);
+        typed(&mut ui, &snap, "ord");
+        let eff = update(&mut ui, key("<Enter>"), &snap, 0);
+        assert!(
+            matches!(
+                &eff[..],
+                [Effect::Execute { cmd: Command::ProvisionVm { user, cpu_type: None, memory_mb: Some(2048), region: Some(r), .. }, confirmed: false, .. }]
+                    if user == "alice" && r == "ord"
+            ),
+            "{eff:?}"
+        );
+        // Read-only: the form never opens.
+        let (mut ro, snap) = setup(true);
+        update(&mut ro, key("4"), &snap, 0);
+        update(&mut ro, key("n"), &snap, 0);
+        assert!(matches!(ro.mode, Mode::Normal));
     }
 
     #[test]

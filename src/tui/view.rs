@@ -64,6 +64,7 @@ pub fn render(ui: &mut UiState, snap: &Snapshot, now: Millis, f: &mut Frame) {
         Mode::Confirm(c) => render_confirm(&c.title, &c.body, f, area),
         Mode::Output(v) => render_output(v, f, area),
         Mode::Cache => render_cache(snap, f, area),
+        Mode::Provision(form) => render_provision(form, f, area),
         _ => {}
     }
 }
@@ -448,13 +449,15 @@ fn render_vms(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area: R
                     idle,
                     format_usd(r.cost_centicents),
                 ]
-            } else {
+            } else if area.width >= 40 {
                 vec![
                     r.user.clone(),
                     r.status.clone(),
                     idle,
                     format_usd(r.cost_centicents),
                 ]
+            } else {
+                vec![r.user.clone(), r.status.clone(), idle]
             };
             Row::new(cells).style(style)
         })
@@ -480,7 +483,7 @@ fn render_vms(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area: R
                 Constraint::Length(9),
             ],
         )
-    } else {
+    } else if area.width >= 40 {
         (
             vec!["USER", "STATE", "IDLE", "COST"],
             vec![
@@ -488,6 +491,15 @@ fn render_vms(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area: R
                 Constraint::Length(8),
                 Constraint::Length(6),
                 Constraint::Length(8),
+            ],
+        )
+    } else {
+        (
+            vec!["USER", "STATE", "IDLE"],
+            vec![
+                Constraint::Fill(1),
+                Constraint::Length(8),
+                Constraint::Length(6),
             ],
         )
     };
@@ -663,6 +675,58 @@ fn render_help(ui: &UiState, scroll: u16, f: &mut Frame, area: Rect) {
             Block::bordered()
                 .border_type(BorderType::Double)
                 .title(" Help: keys from the live keymap (Esc closes, j/k scroll) ")
+                .border_style(Style::new().fg(ACCENT)),
+        ),
+        r,
+    );
+}
+
+fn render_provision(form: &super::app::ProvisionForm, f: &mut Frame, area: Rect) {
+    let r = centered(area, 50, 40, 52, 11);
+    let mut lines = Vec::new();
+    for (i, label) in super::app::ProvisionForm::LABELS.iter().enumerate() {
+        let focused = form.focus == i;
+        let value = if form.fields[i].is_empty() && i > 0 {
+            Span::styled("(default)", Style::new().dark_gray())
+        } else {
+            Span::raw(form.fields[i].clone())
+        };
+        let mut spans = vec![
+            Span::styled(
+                format!("{} {:<10} ", if focused { ">" } else { " " }, label),
+                if focused {
+                    Style::new().fg(ACCENT).bold()
+                } else {
+                    Style::new()
+                },
+            ),
+            value,
+        ];
+        if focused {
+            spans.push(Span::styled(
+                "_",
+                Style::new().add_modifier(Modifier::SLOW_BLINK),
+            ));
+        }
+        lines.push(Line::from(spans));
+    }
+    lines.push(Line::raw(""));
+    if let Some(e) = &form.error {
+        lines.push(Line::from(Span::styled(
+            e.clone(),
+            Style::new().fg(Color::Red),
+        )));
+    }
+    lines.push(Line::from(Span::styled(
+        "Tab/Up/Down move, Enter provisions, Esc cancels",
+        Style::new().dark_gray(),
+    )));
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::bordered()
+                .border_type(BorderType::Double)
+                .title(" Provision a VM ")
                 .border_style(Style::new().fg(ACCENT)),
         ),
         r,
