@@ -350,7 +350,12 @@ fn main() -> Result<()> {
     let mut specs = vec![ServerSpec {
         label: "flotilla".into(),
         program: flotilla,
-        args: vec!["--mcp-stdio".into(), "--data-dir".into(), "{data}".into()],
+        args: vec![
+            "--mcp-stdio".into(),
+            "--no-p2p".into(),
+            "--data-dir".into(),
+            "{data}".into(),
+        ],
         env: vec![
             ("FLOTILLA_LOG".into(), "warn".into()),
             // No user config file: defaults only.

@@ -36,6 +36,21 @@ pub struct Cli {
     /// Extra capability labels for this node, comma-separated (e.g. cuda,fast-network).
     #[arg(long, global = true, value_name = "LABEL,...")]
     pub capabilities: Option<String>,
+    /// P2P listen multiaddr [default: /ip4/0.0.0.0/tcp/9100; tcp/0 lets the OS pick].
+    #[arg(long, global = true, value_name = "MULTIADDR")]
+    pub p2p_listen: Option<String>,
+    /// Bootstrap peer multiaddr (repeatable; also MCP_P2P_BOOTSTRAP_PEERS, comma-separated).
+    #[arg(long = "bootstrap", global = true, value_name = "MULTIADDR")]
+    pub bootstrap: Vec<String>,
+    /// Run no P2P node.
+    #[arg(long, global = true)]
+    pub no_p2p: bool,
+    /// No mDNS LAN discovery.
+    #[arg(long, global = true)]
+    pub no_mdns: bool,
+    /// File holding the mesh secret (private network); FLOTILLA_P2P_SECRET also works.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub p2p_secret_file: Option<PathBuf>,
     /// GitHub REST API base URL (GitHub Enterprise: https://HOST/api/v3).
     #[arg(long, global = true, value_name = "URL")]
     pub github_api_url: Option<String>,
@@ -119,6 +134,26 @@ impl Cli {
                 toml::Value::Integer(n as i64),
                 "--max-concurrent-tasks",
             )?;
+        }
+        if let Some(l) = &self.p2p_listen {
+            b = b.flag("p2p.listen", l, "--p2p-listen")?;
+        }
+        if !self.bootstrap.is_empty() {
+            let v = self
+                .bootstrap
+                .iter()
+                .map(|s| toml::Value::String(s.clone()))
+                .collect();
+            b = b.flag_value("p2p.bootstrap", toml::Value::Array(v), "--bootstrap")?;
+        }
+        if self.no_p2p {
+            b = b.flag_value("p2p.enabled", toml::Value::Boolean(false), "--no-p2p")?;
+        }
+        if self.no_mdns {
+            b = b.flag_value("p2p.mdns", toml::Value::Boolean(false), "--no-mdns")?;
+        }
+        if let Some(f) = &self.p2p_secret_file {
+            b = b.flag("p2p.secret_file", &f.to_string_lossy(), "--p2p-secret-file")?;
         }
         if let Some(u) = &self.github_api_url {
             b = b.flag("github.api_url", u, "--github-api-url")?;

@@ -312,6 +312,15 @@ pub struct P2pConfig {
     pub merkle_sync_interval: Duration,
     /// Let idle peers take queued tasks from busy ones.
     pub enable_task_stealing: bool,
+    /// LAN discovery with mDNS.
+    pub mdns: bool,
+    /// Shared mesh secret (`FLOTILLA_P2P_SECRET`): the node joins a private network (pnet)
+    /// whose key is derived from it; without it the mesh is open. Never printed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    /// File holding the mesh secret (`--p2p-secret-file`), used when `secret` is unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
 }
 
 /// `[github]`
@@ -372,6 +381,9 @@ impl Default for P2pConfig {
             peer_discovery_interval: Duration::from_secs(30),
             merkle_sync_interval: Duration::from_secs(60),
             enable_task_stealing: true,
+            mdns: true,
+            secret: None,
+            secret_file: None,
         }
     }
 }
@@ -418,6 +430,9 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("GH_TOKEN", "github.token"),
     ("GITHUB_API_URL", "github.api_url"),
     ("MCP_P2P_BOOTSTRAP_PEERS", "p2p.bootstrap"),
+    ("FLOTILLA_P2P_SECRET", "p2p.secret"),
+    ("FLOTILLA_P2P_ENABLED", "p2p.enabled"),
+    ("FLOTILLA_MDNS", "p2p.mdns"),
     ("FLOTILLA_DATA_DIR", "general.data_dir"),
     ("FLOTILLA_READ_ONLY", "general.read_only"),
     ("FLOTILLA_LOG", "general.log_level"),
@@ -441,6 +456,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
 /// Keys whose values are secrets: masked in `config show` and errors.
 pub const SECRET_KEYS: &[&str] = &[
     "github.token",
+    "p2p.secret",
     "compute.fly_api_token",
     "compute.tailscale_auth_key",
 ];
@@ -670,6 +686,14 @@ impl ConfigBuilder {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.general.log_level) {
             return Err(self.invalid("general.log_level", &e.to_string()));
+        }
+        if let Err(e) = crate::p2p::parse_multiaddr(&c.p2p.listen) {
+            return Err(self.invalid("p2p.listen", &e.to_string()));
+        }
+        for b in &c.p2p.bootstrap {
+            if let Err(e) = crate::p2p::parse_multiaddr(b) {
+                return Err(self.invalid("p2p.bootstrap", &e.to_string()));
+            }
         }
         if c.compute.enabled() {
             let get = |k: &str| c.compute.var(k);

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod github;
 pub mod mcp;
 pub mod orchestrator;
+pub mod p2p;
 pub mod sched;
 pub mod store;
 pub mod tui;

@@ -191,7 +191,13 @@ async fn full_store_refuses_submission_clearly_and_engine_goes_on() {
 fn sigkill_during_burst_loses_no_acknowledged_workflow() {
     let d = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
-        .args(["--mcp-stdio", "--max-concurrent-tasks", "0", "--data-dir"])
+        .args([
+            "--mcp-stdio",
+            "--no-p2p",
+            "--max-concurrent-tasks",
+            "0",
+            "--data-dir",
+        ])
         .arg(d.path())
         .env("FLOTILLA_LOG", "error")
         .stdin(Stdio::piped())

@@ -22,7 +22,7 @@ impl Drop for Owner {
 
 fn start_owner(dir: &std::path::Path) -> Owner {
     let child = Command::new(BIN)
-        .args(["mcp", "start", "--data-dir"])
+        .args(["mcp", "start", "--no-p2p", "--data-dir"])
         .arg(dir)
         .env("FLOTILLA_LOG", "warn")
         .stdout(Stdio::null())
@@ -89,7 +89,7 @@ async fn relays_share_the_owner_engine() {
 
     // A second owner on the same data dir is refused with the holder's pid.
     let out = Command::new(BIN)
-        .args(["mcp", "start", "--data-dir"])
+        .args(["mcp", "start", "--no-p2p", "--data-dir"])
         .arg(d.path())
         .output()
         .unwrap();

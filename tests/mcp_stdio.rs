@@ -166,7 +166,7 @@ async fn read_only_refuses_state_changes() {
 fn malformed_input_is_answered_and_stdout_is_pure_json_rpc() {
     let d = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
-        .args(["--mcp-stdio", "--data-dir"])
+        .args(["--mcp-stdio", "--no-p2p", "--data-dir"])
         .arg(d.path())
         .env("FLOTILLA_LOG", "debug")
         .stdin(Stdio::piped())

@@ -130,6 +130,33 @@ fn snapshot(read_only: bool) -> Snapshot {
         ],
         ..Snapshot::default()
     };
+    s.mesh = "open".into();
+    s.node.peer_id = Some("12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo".into());
+    s.node.addresses = vec![
+        "/ip4/10.0.0.5/tcp/9100/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo".into(),
+    ];
+    s.peers = vec![
+        flotilla::engine::mesh::PeerRow {
+            peer_id: "12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5STiGwxBhgFRcw3UERE".into(),
+            addrs: vec!["/ip4/10.0.0.7/tcp/9100".into()],
+            agent: Some("flotilla/0.1.0 (gpu-02)".into()),
+            rtt_ms: Some(0.8),
+            connected: true,
+            last_seen_ms: NOW - 2_000,
+            score: Some(0.0),
+            banned: false,
+        },
+        flotilla::engine::mesh::PeerRow {
+            peer_id: "12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq".into(),
+            addrs: vec!["/ip4/10.0.0.9/tcp/9100".into()],
+            agent: Some("flotilla/0.1.0 (build-03)".into()),
+            rtt_ms: None,
+            connected: false,
+            last_seen_ms: NOW - 600_000,
+            score: None,
+            banned: false,
+        },
+    ];
     s.counts.workflows.insert("completed".into(), 12);
     s.counts.workflows.insert("failed".into(), 1);
     s

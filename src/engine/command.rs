@@ -162,6 +162,8 @@ pub enum Command {
     },
     /// Cache statistics of the GitHub layer.
     GhCacheStats,
+    /// This node's mesh status.
+    GetP2pNetworkStatus,
 }
 
 impl Command {
@@ -188,6 +190,7 @@ impl Command {
             Command::GhListRepos { .. } => CommandKind::GhListRepos,
             Command::GhWorkflowRuns { .. } => CommandKind::GhWorkflowRuns,
             Command::GhCacheStats => CommandKind::GhCacheStats,
+            Command::GetP2pNetworkStatus => CommandKind::GetP2pNetworkStatus,
         }
     }
 
@@ -650,6 +653,49 @@ pub struct GhCacheStats {
     pub bytes: u64,
 }
 
+/// Reply to [`Command::GetP2pNetworkStatus`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct P2pStatus {
+    /// This node's peer ID (absent while the node starts or when the mesh is off).
+    pub peer_id: Option<String>,
+    /// Full listen multiaddrs, ending in `/p2p/<peer id>`.
+    pub listen_addrs: Vec<String>,
+    /// Peers connected now.
+    pub peer_count: usize,
+    /// Peers seen, with RTT and last-seen time. Capabilities and load are exchanged by the
+    /// mesh scheduler, which is not in this build: they are empty/absent.
+    pub peers: Vec<P2pPeer>,
+    /// Tasks running on this node.
+    pub active_tasks: usize,
+    /// `ok`, `starting`, `off` or `no peers`.
+    pub health: String,
+    /// Why the mesh is off, if it is.
+    pub detail: Option<String>,
+    /// Private network (pnet) on.
+    pub private: bool,
+}
+
+/// One peer in [`P2pStatus`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct P2pPeer {
+    /// Peer ID.
+    pub peer_id: String,
+    /// Addresses.
+    pub addrs: Vec<String>,
+    /// Capability labels (from the mesh scheduler; empty for now).
+    pub capabilities: Vec<String>,
+    /// Running/max tasks (from the mesh scheduler; absent for now).
+    pub load: Option<String>,
+    /// Last ping RTT, ms.
+    pub rtt_ms: Option<f64>,
+    /// Last seen, RFC 3339.
+    pub last_seen: String,
+    /// Connected now.
+    pub connected: bool,
+    /// Identify agent.
+    pub agent: Option<String>,
+}
+
 /// A command's reply.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
@@ -690,4 +736,6 @@ pub enum Reply {
     GhRuns(GhRunList),
     /// See [`GhCacheStats`].
     GhCache(GhCacheStats),
+    /// See [`P2pStatus`].
+    P2p(P2pStatus),
 }

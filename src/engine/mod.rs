@@ -12,6 +12,7 @@ pub mod github;
 pub mod hardware;
 pub mod lock;
 pub mod logbuf;
+pub mod mesh;
 pub mod policy;
 pub mod runner;
 pub mod snapshot;
@@ -130,6 +131,8 @@ pub struct EngineOptions {
     pub compute: crate::config::ComputeConfig,
     /// GitHub API access.
     pub github: crate::config::GithubConfig,
+    /// P2P node settings.
+    pub p2p: crate::config::P2pConfig,
 }
 
 impl EngineOptions {
@@ -150,6 +153,7 @@ impl EngineOptions {
             max_store_bytes: c.general.max_store_bytes,
             compute: c.compute.clone(),
             github: c.github.clone(),
+            p2p: c.p2p.clone(),
         }
     }
 }
@@ -167,6 +171,10 @@ enum Msg {
     Refresh,
     /// GitHub token discovery finished.
     GithubReady(Result<github::GithubService, String>),
+    /// The P2P node started (or could not).
+    MeshReady(Result<mesh::MeshService, String>),
+    /// The P2P node's peers or addresses changed.
+    MeshView(mesh::MeshView),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -186,6 +194,8 @@ impl std::fmt::Debug for Msg {
             Msg::Exec(e) => write!(f, "Exec({:?})", e.cmd.kind()),
             Msg::Refresh => write!(f, "Refresh"),
             Msg::GithubReady(r) => write!(f, "GithubReady(ok: {})", r.is_ok()),
+            Msg::MeshReady(r) => write!(f, "MeshReady(ok: {})", r.is_ok()),
+            Msg::MeshView(v) => write!(f, "MeshView({} peers)", v.peers.len()),
             Msg::Shutdown(_) => write!(f, "Shutdown"),
         }
     }
@@ -278,6 +288,7 @@ pub struct Engine {
     load_avg: Option<f64>,
     compute: Result<compute::ComputeService, String>,
     github: GithubState,
+    mesh: MeshState,
     self_tx: mpsc::Sender<Msg>,
     vm_rows: usize,
 }
@@ -337,6 +348,7 @@ impl Engine {
             load_avg: hardware::load_avg_1m(),
             compute,
             github: GithubState::Starting,
+            mesh: MeshState::Starting,
             self_tx: tx.clone(),
             vm_rows: 0,
         };
@@ -358,6 +370,17 @@ impl Engine {
             tokio::spawn(async move {
                 let r = github::start(&cfg, &db, clock).await;
                 let _ = notify.send(Msg::GithubReady(r)).await;
+            });
+        }
+        {
+            let notify = tx.clone();
+            let cfg = engine.opts.p2p.clone();
+            let dir = engine.opts.data_dir.clone();
+            let name = engine.opts.node_name.clone();
+            let clock = engine.clock.clone();
+            tokio::spawn(async move {
+                let r = mesh::start(&cfg, &dir, &name, clock).await;
+                let _ = notify.send(Msg::MeshReady(r)).await;
             });
         }
         if let Ok(svc) = &engine.compute {
@@ -450,6 +473,36 @@ impl Engine {
                 msg = rx.recv() => match msg {
                     Some(Msg::Exec(env)) => self.handle(env),
                     Some(Msg::Refresh) => self.dirty = true,
+                    Some(Msg::MeshReady(r)) => {
+                        self.mesh = match r {
+                            Ok(svc) => {
+                                let (vtx, mut vrx) = mpsc::channel(16);
+                                tokio::spawn(svc.clone().watch(vtx));
+                                let notify = self.self_tx.clone();
+                                tokio::spawn(async move {
+                                    while let Some(v) = vrx.recv().await {
+                                        if notify.send(Msg::MeshView(v)).await.is_err() {
+                                            break;
+                                        }
+                                    }
+                                });
+                                MeshState::On(svc, None)
+                            }
+                            Err(why) => {
+                                if self.opts.p2p.enabled {
+                                    warn!("P2P node not started: {why}");
+                                }
+                                MeshState::Off(why)
+                            }
+                        };
+                        self.dirty = true;
+                    }
+                    Some(Msg::MeshView(v)) => {
+                        if let MeshState::On(_, view) = &mut self.mesh {
+                            *view = Some(v);
+                        }
+                        self.dirty = true;
+                    }
                     Some(Msg::GithubReady(r)) => {
                         match &r {
                             Ok(svc) => info!(token = %svc.source, "GitHub layer on"),
@@ -495,6 +548,9 @@ impl Engine {
     }
 
     async fn stop_all(&mut self) {
+        if let MeshState::On(svc, _) = &self.mesh {
+            svc.handle.shutdown().await;
+        }
         if self.running.is_empty() {
             return;
         }
@@ -869,6 +925,7 @@ impl Engine {
                 self.hardware = hardware::detect(&self.opts.capabilities);
                 Ok(Reply::Hardware(self.hardware.clone()))
             }
+            Command::GetP2pNetworkStatus => Ok(Reply::P2p(self.p2p_status())),
             other => Err(EngineError::Invalid(format!(
                 "{} is handled by its service",
                 other.kind().name()
@@ -1125,6 +1182,64 @@ impl Engine {
         }
     }
 
+    fn p2p_status(&self) -> P2pStatus {
+        let active_tasks = self.running.len();
+        match &self.mesh {
+            MeshState::Starting => P2pStatus {
+                peer_id: None,
+                listen_addrs: vec![],
+                peer_count: 0,
+                peers: vec![],
+                active_tasks,
+                health: "starting".into(),
+                detail: None,
+                private: false,
+            },
+            MeshState::Off(why) => P2pStatus {
+                peer_id: None,
+                listen_addrs: vec![],
+                peer_count: 0,
+                peers: vec![],
+                active_tasks,
+                health: "off".into(),
+                detail: Some(why.clone()),
+                private: false,
+            },
+            MeshState::On(svc, view) => {
+                let v = view.clone().unwrap_or_else(|| mesh::MeshView {
+                    peer_id: svc.handle.peer_id().to_string(),
+                    listen_addrs: vec![],
+                    peers: vec![],
+                    private: svc.private,
+                });
+                let peer_count = v.peers.iter().filter(|p| p.connected).count();
+                P2pStatus {
+                    peer_id: Some(v.peer_id),
+                    listen_addrs: v.listen_addrs,
+                    peer_count,
+                    peers: v
+                        .peers
+                        .into_iter()
+                        .map(|p| P2pPeer {
+                            peer_id: p.peer_id,
+                            addrs: p.addrs,
+                            capabilities: vec![],
+                            load: None,
+                            rtt_ms: p.rtt_ms,
+                            last_seen: rfc3339(p.last_seen_ms),
+                            connected: p.connected,
+                            agent: p.agent,
+                        })
+                        .collect(),
+                    active_tasks,
+                    health: if peer_count > 0 { "ok" } else { "no peers" }.into(),
+                    detail: None,
+                    private: v.private,
+                }
+            }
+        }
+    }
+
     fn health(&self) -> Vec<ServiceHealth> {
         let h = |name: &str, status: &str, detail: String| ServiceHealth {
             name: name.into(),
@@ -1163,11 +1278,26 @@ impl Engine {
                 ),
             ),
             h("mcp", "ok", "stdio and Unix socket faces".into()),
-            h(
-                "p2p",
-                "disabled",
-                "the libp2p mesh is not in this build yet".into(),
-            ),
+            match &self.mesh {
+                MeshState::Starting => h("p2p", "ok", "starting".into()),
+                MeshState::Off(why) => h("p2p", "disabled", why.clone()),
+                MeshState::On(svc, view) => h(
+                    "p2p",
+                    "ok",
+                    format!(
+                        "peer {} ({}), {} peer(s) connected",
+                        svc.handle.peer_id(),
+                        if svc.private {
+                            "private mesh"
+                        } else {
+                            "OPEN mesh"
+                        },
+                        view.as_ref()
+                            .map(|v| v.peers.iter().filter(|p| p.connected).count())
+                            .unwrap_or(0)
+                    ),
+                ),
+            },
             match &self.github {
                 GithubState::Starting => h("github", "ok", "starting: looking for a token".into()),
                 GithubState::On(svc) => h(
@@ -1282,8 +1412,14 @@ impl Engine {
             taken_at: now,
             node: NodeView {
                 name: self.opts.node_name.clone(),
-                peer_id: None,
-                addresses: Vec::new(),
+                peer_id: match &self.mesh {
+                    MeshState::On(svc, _) => Some(svc.handle.peer_id().to_string()),
+                    _ => None,
+                },
+                addresses: match &self.mesh {
+                    MeshState::On(_, Some(v)) => v.listen_addrs.clone(),
+                    _ => Vec::new(),
+                },
                 capabilities: self.hardware.capabilities.clone(),
                 running: self.running.len(),
                 max_tasks: self.opts.max_concurrent_tasks,
@@ -1296,6 +1432,16 @@ impl Engine {
             queue,
             counts,
             health: self.health(),
+            peers: match &self.mesh {
+                MeshState::On(_, Some(v)) => v.peers.clone(),
+                _ => Vec::new(),
+            },
+            mesh: match &self.mesh {
+                MeshState::Starting => "starting".into(),
+                MeshState::On(svc, _) if svc.private => "private".into(),
+                MeshState::On(..) => "open".into(),
+                MeshState::Off(why) => format!("off: {why}"),
+            },
             vms,
             github: match &self.github {
                 GithubState::On(svc) => Some(svc.view()),
@@ -1306,6 +1452,16 @@ impl Engine {
         self.snap_tx.send_replace(Arc::new(snap));
         self.dirty = false;
     }
+}
+
+/// Where the P2P node stands.
+enum MeshState {
+    /// Starting (identity, listeners).
+    Starting,
+    /// Running, with its latest view.
+    On(mesh::MeshService, Option<mesh::MeshView>),
+    /// Off, with the reason.
+    Off(String),
 }
 
 /// Where the GitHub layer stands.

@@ -68,11 +68,13 @@ pub enum CommandKind {
     GhWorkflowRuns,
     /// GitHub API cache statistics.
     GhCacheStats,
+    /// This node's mesh: peer ID, addresses, peers.
+    GetP2pNetworkStatus,
 }
 
 impl CommandKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [CommandKind; 20] = [
+    pub const ALL: [CommandKind; 21] = [
         CommandKind::SubmitWorkflow,
         CommandKind::CancelWorkflow,
         CommandKind::SetTaskPriority,
@@ -93,6 +95,7 @@ impl CommandKind {
         CommandKind::GhListRepos,
         CommandKind::GhWorkflowRuns,
         CommandKind::GhCacheStats,
+        CommandKind::GetP2pNetworkStatus,
     ];
 
     /// The policy table.
@@ -103,9 +106,8 @@ impl CommandKind {
             CancelWorkflow | TerminateVm => Danger::Destructive,
             ListWorkflows | GetWorkflowStatus | GetTaskOutput | GetSystemStatus
             | GetServiceHealth | GetRecentLogs | SearchLogs | DetectHardware | ListVms
-            | GetVmSsh | GetComputeCosts | GhListRepos | GhWorkflowRuns | GhCacheStats => {
-                Danger::Read
-            }
+            | GetVmSsh | GetComputeCosts | GhListRepos | GhWorkflowRuns | GhCacheStats
+            | GetP2pNetworkStatus => Danger::Read,
         }
     }
 
@@ -133,6 +135,7 @@ impl CommandKind {
             GhListRepos => "gh_list_repos",
             GhWorkflowRuns => "gh_workflow_runs",
             GhCacheStats => "gh_cache_stats",
+            GetP2pNetworkStatus => "get_p2p_network_status",
         }
     }
 }

@@ -137,6 +137,10 @@ pub struct Snapshot {
     pub issues: OffFeed,
     /// Service health.
     pub health: Vec<ServiceHealth>,
+    /// Mesh peers (other nodes).
+    pub peers: Vec<crate::engine::mesh::PeerRow>,
+    /// Mesh state: `starting`, `on`, `private`, or `off: <why>`.
+    pub mesh: String,
     /// GitHub rate limit and cache figures, when the GitHub layer is on.
     pub github: Option<crate::engine::github::GithubView>,
 }
@@ -153,6 +157,8 @@ impl Default for Snapshot {
             vms: VmFeed::Off(off_vms()),
             issues: off_issues(),
             health: Vec::new(),
+            peers: Vec::new(),
+            mesh: "starting".into(),
             github: None,
         }
     }

@@ -36,6 +36,7 @@ pub const TOOL_TABLE: &[(&str, CommandKind)] = &[
     ("gh_list_repos", CommandKind::GhListRepos),
     ("gh_workflow_runs", CommandKind::GhWorkflowRuns),
     ("gh_cache_stats", CommandKind::GhCacheStats),
+    ("get_p2p_network_status", CommandKind::GetP2pNetworkStatus),
 ];
 
 /// The command kind behind a tool name.
@@ -595,6 +596,16 @@ impl FlotillaMcp {
     async fn gh_cache_stats(&self) -> Result<Json<GhCacheStats>, String> {
         match self.run(Command::GhCacheStats, false).await? {
             Reply::GhCache(c) => Ok(Json(c)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// This node's P2P mesh: peer ID, full listen multiaddrs (with /p2p/), peers with RTT and
+    /// last seen, active tasks, health.
+    #[tool(name = "get_p2p_network_status")]
+    async fn get_p2p_network_status(&self) -> Result<Json<P2pStatus>, String> {
+        match self.run(Command::GetP2pNetworkStatus, false).await? {
+            Reply::P2p(p) => Ok(Json(p)),
             r => Err(unexpected(r)),
         }
     }

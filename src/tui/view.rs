@@ -213,7 +213,7 @@ fn render_peers(ui: &UiState, snap: &Snapshot, f: &mut Frame, area: Rect) {
         None => format!("{}/{}", n.running, n.max_tasks),
     };
     let addrs = if n.addresses.is_empty() {
-        "no mesh".to_string()
+        snap.mesh.clone()
     } else {
         n.addresses.join(" ")
     };
@@ -251,13 +251,52 @@ fn render_peers(ui: &UiState, snap: &Snapshot, f: &mut Frame, area: Rect) {
             vec!["NAME", "LOAD", "CAPABILITIES"],
         )
     };
-    let rows = vec![Row::new(cells)];
+    let mut rows = vec![Row::new(cells)];
+    for p in &snap.peers {
+        let id = short_id(&p.peer_id).to_string();
+        let state = if p.banned {
+            "banned"
+        } else if p.connected {
+            "up"
+        } else {
+            "down"
+        };
+        let rtt = p
+            .rtt_ms
+            .map(|r| format!("{r:.1}ms"))
+            .unwrap_or_else(|| "-".into());
+        let style = match state {
+            "up" => Style::new(),
+            "banned" => Style::new().fg(Color::Red),
+            _ => Style::new().dark_gray(),
+        };
+        let cells = if wide {
+            vec![
+                Cell::from(id),
+                Cell::from(state),
+                Cell::from(rtt),
+                Cell::from(p.agent.clone().unwrap_or_default()),
+                Cell::from(p.addrs.first().cloned().unwrap_or_default()),
+            ]
+        } else {
+            vec![Cell::from(id), Cell::from(rtt), Cell::from(state)]
+        };
+        rows.push(Row::new(cells).style(style));
+    }
     let header = Row::new(header).style(Style::new().dark_gray().add_modifier(Modifier::BOLD));
     let mut state = TableState::default().with_selected(Some(0));
     let t = Table::new(rows, widths)
         .header(header)
         .row_highlight_style(highlight(ui.focus == Pane::Peers))
-        .block(pane_block(ui, Pane::Peers, "1 node".into()));
+        .block(pane_block(
+            ui,
+            Pane::Peers,
+            format!(
+                "{} peer(s), mesh {}",
+                snap.peers.iter().filter(|p| p.connected).count(),
+                snap.mesh.split(':').next().unwrap_or("")
+            ),
+        ));
     f.render_stateful_widget(t, area, &mut state);
 }
 

@@ -22,6 +22,7 @@ pub async fn mcp_client(data_dir: &Path, extra: &[&str]) -> Client {
         .arg(data_dir)
         .args(extra)
         .env("FLOTILLA_LOG", "warn")
+        .env("FLOTILLA_P2P_ENABLED", "false")
         .env("XDG_CONFIG_HOME", data_dir.join("no-config"));
     let transport = TokioChildProcess::builder(cmd)
         .stderr(std::process::Stdio::null())

@@ -44,7 +44,7 @@ bad() { failed=$((failed + 1)); echo "  FAIL $1" >&2; }
 # is shown only when the call fails.
 inspector() {
     if ! timeout 60 npx --offline @modelcontextprotocol/inspector --cli \
-        "$BIN" --mcp-stdio --data-dir "$DATA" "$@" 2>"$DIR/stderr"; then
+        "$BIN" --mcp-stdio --no-p2p --data-dir "$DATA" "$@" 2>"$DIR/stderr"; then
         echo "inspector call failed: $*" >&2
         cat "$DIR/stderr" >&2
         return 1
@@ -65,14 +65,18 @@ json() {
 
 echo "inspector: @modelcontextprotocol/inspector $(node -p 'require("./node_modules/@modelcontextprotocol/inspector/package.json").version') against $BIN"
 
-# 1. tools/list: all 11 tools, each with an output schema.
+# 1. tools/list: the queue and status tools (at least these 11), each with an output schema.
 expected="cancel_workflow detect_hardware get_recent_logs get_service_health get_system_status get_task_output get_workflow_status list_workflows search_logs set_task_priority submit_p2p_workflow"
 list=$(inspector --method tools/list) || list='{"tools":[]}'
 names=$(printf '%s' "$list" | json 'r.tools.map((t) => t.name).sort().join(" ")')
-if [[ "$names" == "$expected" ]]; then
-    ok "tools/list lists the 11 tools"
+missing=""
+for t in $expected; do
+    [[ " $names " == *" $t "* ]] || missing="$missing $t"
+done
+if [[ -z "$missing" ]]; then
+    ok "tools/list lists the queue and status tools"
 else
-    bad "tools/list: got [$names], want [$expected]"
+    bad "tools/list: missing [$missing] in [$names]"
 fi
 no_schema=$(printf '%s' "$list" | json 'r.tools.filter((t) => !t.outputSchema).map((t) => t.name).join(" ")')
 if [[ -z "$no_schema" && -n "$names" ]]; then

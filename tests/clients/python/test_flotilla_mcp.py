@@ -60,7 +60,7 @@ async def flotilla(data_dir: Path) -> AsyncIterator[ClientSession]:
     """An initialized ClientSession on a fresh `flotilla --mcp-stdio` process."""
     params = StdioServerParameters(
         command=flotilla_bin(),
-        args=["--mcp-stdio", "--data-dir", str(data_dir)],
+        args=["--mcp-stdio", "--no-p2p", "--data-dir", str(data_dir)],
         env={
             # Keep the engine's log (stderr) short enough to read on failure.
             "FLOTILLA_LOG": os.environ.get("FLOTILLA_LOG", "warn"),

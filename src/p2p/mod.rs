@@ -1,0 +1,18 @@
+//! The libp2p mesh: identity, private-network key, wire envelope and the node itself.
+//!
+//! * [`identity`]: the node's Ed25519 keypair, kept as `p2p_identity.key` in the data dir;
+//! * [`psk`]: the private-network (pnet) key derived from the fleet's shared secret;
+//! * [`protocol`]: Flotilla's message envelope (version byte + JSON, bounded size);
+//! * [`node`]: the swarm (TCP/QUIC, Noise, Yamux, identify, ping, gossipsub, Kademlia,
+//!   request-response, mDNS) on its own tokio task, reached through a
+//!   [`node::NodeHandle`].
+
+pub mod identity;
+pub mod node;
+pub mod protocol;
+pub mod psk;
+
+pub use node::{
+    GossipMessage, InboundRequest, Node, NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo,
+    Validation, Validator, envelope_validator, parse_multiaddr,
+};
