@@ -51,6 +51,15 @@ pub struct Cli {
     /// File holding the mesh secret (private network); FLOTILLA_P2P_SECRET also works.
     #[arg(long, global = true, value_name = "FILE")]
     pub p2p_secret_file: Option<PathBuf>,
+    /// Repository the orchestrator watches, owner/name (repeatable).
+    #[arg(long = "orchestrator-repo", global = true, value_name = "OWNER/NAME")]
+    pub orchestrator_repo: Vec<String>,
+    /// Re-runs of a run's failed jobs for flaky failures [default: 3].
+    #[arg(long, global = true, value_name = "N")]
+    pub retries: Option<u32>,
+    /// Let the orchestrator propose code changes as pull requests.
+    #[arg(long, global = true)]
+    pub allow_push: bool,
     /// GitHub REST API base URL (GitHub Enterprise: https://HOST/api/v3).
     #[arg(long, global = true, value_name = "URL")]
     pub github_api_url: Option<String>,
@@ -154,6 +163,32 @@ impl Cli {
         }
         if let Some(f) = &self.p2p_secret_file {
             b = b.flag("p2p.secret_file", &f.to_string_lossy(), "--p2p-secret-file")?;
+        }
+        if !self.orchestrator_repo.is_empty() {
+            let v = self
+                .orchestrator_repo
+                .iter()
+                .map(|s| toml::Value::String(s.clone()))
+                .collect();
+            b = b.flag_value(
+                "orchestrator.repos",
+                toml::Value::Array(v),
+                "--orchestrator-repo",
+            )?;
+        }
+        if let Some(n) = self.retries {
+            b = b.flag_value(
+                "orchestrator.retries",
+                toml::Value::Integer(n as i64),
+                "--retries",
+            )?;
+        }
+        if self.allow_push {
+            b = b.flag_value(
+                "orchestrator.allow_push",
+                toml::Value::Boolean(true),
+                "--allow-push",
+            )?;
         }
         if let Some(u) = &self.github_api_url {
             b = b.flag("github.api_url", u, "--github-api-url")?;

@@ -93,6 +93,36 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Parse an RFC 3339 UTC timestamp as [`rfc3339`] writes it (`YYYY-MM-DDTHH:MM:SS[.fff]Z`)
+/// into unix milliseconds; `None` for anything else.
+pub fn parse_rfc3339(s: &str) -> Option<Millis> {
+    let b = s.as_bytes();
+    if b.len() < 20 || !s.ends_with('Z') || b[4] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    let ms = match s.get(19..s.len() - 1) {
+        Some("") => 0,
+        Some(frac) if frac.starts_with('.') => {
+            let digits = &frac[1..];
+            let v: i64 = digits.get(..3.min(digits.len()))?.parse().ok()?;
+            v * 10i64.pow(3 - digits.len().min(3) as u32)
+        }
+        _ => return None,
+    };
+    // days_from_civil (H. Hinnant)
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
+}
+
 /// A compact human duration for tables: `42s`, `3m05s`, `2h10m`, `3d4h`.
 pub fn compact_duration(ms: Millis) -> String {
     let s = (ms.max(0)) / 1000;
@@ -113,6 +143,18 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn parse_round_trips() {
+        for ms in [0, 1_700_000_000_123, 951_782_400_000, 1_795_000_000_999] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_rfc3339("2020-01-01T00:00:00Z"),
+            Some(1_577_836_800_000)
+        );
+        assert_eq!(parse_rfc3339("nope"), None);
     }
 
     #[test]

@@ -162,6 +162,51 @@ pub struct Config {
     pub tui: TuiConfig,
     /// Cloud VMs on Fly Machines (the seed's variable names, lower-cased).
     pub compute: ComputeConfig,
+    /// Failed-run monitor and fixes.
+    pub orchestrator: OrchestratorConfig,
+}
+
+/// `[orchestrator]`: which repositories to watch and what to fix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrchestratorConfig {
+    /// Run the monitor when the GitHub layer is on.
+    pub enabled: bool,
+    /// Repositories to watch, `owner/name` (`--orchestrator-repo`, repeatable).
+    pub repos: Vec<String>,
+    /// Else: this owner's repositories pushed within `since_days` (`GITHUB_AUTOSCALER_OWNER`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Look at repositories pushed within this many days.
+    pub since_days: u32,
+    /// How often to check (the seed: every 2 minutes).
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Re-runs of one run's failed jobs for flaky classes (`--retries`).
+    pub retries: u32,
+    /// Apply fixes after each check (never in read-only mode).
+    pub auto_fix: bool,
+    /// Let code-change fixes be proposed as a pull request (`--allow-push`).
+    pub allow_push: bool,
+    /// Where the seed's reports go (default: the data dir).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reports_dir: Option<PathBuf>,
+}
+
+impl Default for OrchestratorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            repos: Vec::new(),
+            owner: None,
+            since_days: 1,
+            interval: Duration::from_secs(120),
+            retries: 3,
+            auto_fix: true,
+            allow_push: false,
+            reports_dir: None,
+        }
+    }
 }
 
 /// `[compute]`: Fly Machines access and VM limits. Keys are the seed's environment variable
@@ -431,6 +476,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("GITHUB_API_URL", "github.api_url"),
     ("MCP_P2P_BOOTSTRAP_PEERS", "p2p.bootstrap"),
     ("FLOTILLA_P2P_SECRET", "p2p.secret"),
+    ("GITHUB_AUTOSCALER_OWNER", "orchestrator.owner"),
     ("FLOTILLA_P2P_ENABLED", "p2p.enabled"),
     ("FLOTILLA_MDNS", "p2p.mdns"),
     ("FLOTILLA_DATA_DIR", "general.data_dir"),
@@ -599,7 +645,15 @@ impl ConfigBuilder {
                 origin,
             });
         };
-        let known_sections = ["general", "scheduler", "p2p", "github", "tui", "compute"];
+        let known_sections = [
+            "general",
+            "scheduler",
+            "p2p",
+            "github",
+            "tui",
+            "compute",
+            "orchestrator",
+        ];
         if !known_sections.contains(&section) || leaf.contains('.') {
             return Err(ConfigError::UnknownKey {
                 key: key.into(),

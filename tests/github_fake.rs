@@ -26,8 +26,8 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-const TOKEN: &str = "ghp_FAKEtoken0123456789abcdefSECRET";
-const BEARER: &str = "Bearer ghp_FAKEtoken0123456789abcdefSECRET";
+const TOKEN: &str = "fake-gh-token-0123456789abcdefSECRET";
+const BEARER: &str = "Bearer fake-gh-token-0123456789abcdefSECRET";
 
 fn fixtures() -> PathBuf {
     PathBuf::from(concat!(
@@ -344,7 +344,7 @@ async fn two_tokens_never_share_cache_entries() {
     let a = client_with(&api.uri(), Arc::new(SystemClock), 100, open());
     logs();
     let b = GithubClient::new(
-        GithubToken::new("ghp_another_token"),
+        GithubToken::new("another-fake-token"),
         ClientConfig {
             base_url: api.uri(),
             ..ClientConfig::default()

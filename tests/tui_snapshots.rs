@@ -302,3 +302,45 @@ fn vms_pane_with_machines() {
     let mut u = ui(false);
     insta::assert_snapshot!("vms_empty_on_80x24", draw(&mut u, &empty, 80, 24));
 }
+
+#[test]
+fn issues_pane_with_findings() {
+    use flotilla::engine::command::IssueView;
+    use flotilla::engine::snapshot::IssueFeed;
+    let mut snap = snapshot(false);
+    let issue = |id: &str, sev: &str, ty: &str, status: &str, age_min: i64| IssueView {
+        issue_id: id.into(),
+        severity: sev.into(),
+        issue_type: ty.into(),
+        repo: "acme/api".into(),
+        workflow: "CI".into(),
+        run_id: 9_812_345_678,
+        run_url: Some("https://github.com/acme/api/actions/runs/9812345678".into()),
+        job: Some("test (ubuntu-latest)".into()),
+        status: status.into(),
+        status_reason: String::new(),
+        primary: true,
+        fix_description: "Re-run the failed jobs".into(),
+        created_at: flotilla::clock::rfc3339(NOW - age_min * 60_000),
+        github_issue: None,
+        reruns: 0,
+    };
+    snap.issues = IssueFeed::On(vec![
+        issue("iss-01", "high", "test_failure", "open", 12),
+        issue("iss-02", "medium", "network_error", "fixing", 30),
+        issue("iss-03", "low", "lint_failure", "ignored", 300),
+    ]);
+    for (w, h) in [(120u16, 40u16), (80, 24)] {
+        let mut u = ui(false);
+        u.focus = Pane::Issues;
+        u.zoom = true;
+        insta::assert_snapshot!(format!("issues_live_{w}x{h}"), draw(&mut u, &snap, w, h));
+        let mut u = ui(false);
+        u.focus = Pane::Issues;
+        press(&mut u, &snap, KeyCode::Char('f'), KeyModifiers::NONE);
+        insta::assert_snapshot!(
+            format!("issues_confirm_fix_{w}x{h}"),
+            draw(&mut u, &snap, w, h)
+        );
+    }
+}

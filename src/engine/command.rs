@@ -164,6 +164,35 @@ pub enum Command {
     GhCacheStats,
     /// This node's mesh status.
     GetP2pNetworkStatus,
+    /// Orchestrator issues, newest first.
+    ListOrchestratorIssues {
+        /// open, fixing, fixed or ignored.
+        status: Option<String>,
+        /// `owner/name`.
+        repo: Option<String>,
+    },
+    /// One issue with its evidence lines in context.
+    GetIssueEvidence {
+        /// Issue id (`iss-...`).
+        issue_id: String,
+    },
+    /// Apply an issue's fix; `dry_run` only plans.
+    ApplyFix {
+        /// Issue id.
+        issue_id: String,
+        /// Plan only.
+        dry_run: bool,
+    },
+    /// Mark an issue ignored.
+    IgnoreIssue {
+        /// Issue id.
+        issue_id: String,
+    },
+    /// Classify a log text with the pattern catalogue.
+    ClassifyLog {
+        /// Raw job log.
+        text: String,
+    },
 }
 
 impl Command {
@@ -191,6 +220,11 @@ impl Command {
             Command::GhWorkflowRuns { .. } => CommandKind::GhWorkflowRuns,
             Command::GhCacheStats => CommandKind::GhCacheStats,
             Command::GetP2pNetworkStatus => CommandKind::GetP2pNetworkStatus,
+            Command::ListOrchestratorIssues { .. } => CommandKind::ListOrchestratorIssues,
+            Command::GetIssueEvidence { .. } => CommandKind::GetIssueEvidence,
+            Command::ApplyFix { .. } => CommandKind::ApplyFix,
+            Command::IgnoreIssue { .. } => CommandKind::IgnoreIssue,
+            Command::ClassifyLog { .. } => CommandKind::ClassifyLog,
         }
     }
 
@@ -696,6 +730,102 @@ pub struct P2pPeer {
     pub agent: Option<String>,
 }
 
+/// An orchestrator issue as faces show it.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct IssueView {
+    /// Issue id.
+    pub issue_id: String,
+    /// low, medium, high, critical.
+    pub severity: String,
+    /// Failure class.
+    pub issue_type: String,
+    /// `owner/name`.
+    pub repo: String,
+    /// Workflow name.
+    pub workflow: String,
+    /// Run id.
+    pub run_id: u64,
+    /// Run URL.
+    pub run_url: Option<String>,
+    /// Job name.
+    pub job: Option<String>,
+    /// open, fixing, fixed, ignored.
+    pub status: String,
+    /// Why it has that status.
+    pub status_reason: String,
+    /// The primary verdict of its run (else a secondary finding).
+    pub primary: bool,
+    /// What would fix it.
+    pub fix_description: String,
+    /// First seen, RFC 3339.
+    pub created_at: String,
+    /// GitHub issue filed for its class, if any.
+    pub github_issue: Option<u64>,
+    /// Re-runs requested for its run.
+    pub reruns: u32,
+}
+
+/// Reply to [`Command::ListOrchestratorIssues`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct IssueList {
+    /// Issues, newest first.
+    pub issues: Vec<IssueView>,
+}
+
+/// Reply to [`Command::GetIssueEvidence`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct IssueEvidence {
+    /// The issue.
+    pub issue: IssueView,
+    /// The matched lines.
+    pub evidence: String,
+    /// Their line numbers in the job log.
+    pub lines: Vec<usize>,
+    /// The lines around them (normalized).
+    pub context: String,
+}
+
+/// One fix outcome.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct FixReport {
+    /// Issue id.
+    pub issue_id: String,
+    /// What the plan is.
+    pub plan: String,
+    /// What happened.
+    pub result: String,
+    /// Whether anything was done.
+    pub applied: bool,
+    /// Status after.
+    pub status: String,
+    /// Dry run.
+    pub dry_run: bool,
+}
+
+/// One finding of [`Command::ClassifyLog`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct LogFinding {
+    /// Failure class.
+    pub issue_type: String,
+    /// low, medium, high, critical.
+    pub severity: String,
+    /// A fix exists that can run unattended.
+    pub auto_fixable: bool,
+    /// Line in the log (1-based; 0 = not from the log).
+    pub line: usize,
+    /// The matched line.
+    pub evidence: String,
+    /// What would fix it.
+    pub fix_description: String,
+}
+
+/// Reply to [`Command::ClassifyLog`]: the primary verdict first.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Classified {
+    /// Findings, primary first.
+    pub issues: Vec<LogFinding>,
+}
+
 /// A command's reply.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
@@ -738,4 +868,14 @@ pub enum Reply {
     GhCache(GhCacheStats),
     /// See [`P2pStatus`].
     P2p(P2pStatus),
+    /// See [`IssueList`].
+    Issues(IssueList),
+    /// See [`IssueEvidence`].
+    Evidence(Box<IssueEvidence>),
+    /// See [`FixReport`].
+    Fix(FixReport),
+    /// One issue after a status change.
+    Issue(Box<IssueView>),
+    /// See [`Classified`].
+    Classified(Classified),
 }

@@ -13,6 +13,7 @@ pub mod hardware;
 pub mod lock;
 pub mod logbuf;
 pub mod mesh;
+pub mod orch;
 pub mod policy;
 pub mod runner;
 pub mod snapshot;
@@ -133,6 +134,8 @@ pub struct EngineOptions {
     pub github: crate::config::GithubConfig,
     /// P2P node settings.
     pub p2p: crate::config::P2pConfig,
+    /// Orchestrator settings.
+    pub orchestrator: crate::config::OrchestratorConfig,
 }
 
 impl EngineOptions {
@@ -154,6 +157,7 @@ impl EngineOptions {
             compute: c.compute.clone(),
             github: c.github.clone(),
             p2p: c.p2p.clone(),
+            orchestrator: c.orchestrator.clone(),
         }
     }
 }
@@ -287,8 +291,10 @@ pub struct Engine {
     store_error: Option<String>,
     load_avg: Option<f64>,
     compute: Result<compute::ComputeService, String>,
+    catalogue: crate::orchestrator::patterns::Catalogue,
     github: GithubState,
     mesh: MeshState,
+    orch: Result<orch::OrchestratorHandle, String>,
     self_tx: mpsc::Sender<Msg>,
     vm_rows: usize,
 }
@@ -347,8 +353,10 @@ impl Engine {
             store_error: None,
             load_avg: hardware::load_avg_1m(),
             compute,
+            catalogue: crate::orchestrator::patterns::Catalogue::builtin(),
             github: GithubState::Starting,
             mesh: MeshState::Starting,
+            orch: Err("waits for the GitHub layer (a token)".into()),
             self_tx: tx.clone(),
             vm_rows: 0,
         };
@@ -508,6 +516,9 @@ impl Engine {
                             Ok(svc) => info!(token = %svc.source, "GitHub layer on"),
                             Err(why) => warn!("{why}"),
                         }
+                        if let Ok(svc) = &r {
+                            self.start_orchestrator(svc);
+                        }
                         self.github = match r {
                             Ok(svc) => GithubState::On(svc),
                             Err(why) => GithubState::Off(why),
@@ -570,7 +581,10 @@ impl Engine {
         let kind = env.cmd.kind();
         let what = self.describe(&env.cmd);
         // A dry run changes nothing: it passes the gate like a read.
-        let dry_run = matches!(env.cmd, Command::TerminateVm { dry_run: true, .. });
+        let dry_run = matches!(
+            env.cmd,
+            Command::TerminateVm { dry_run: true, .. } | Command::ApplyFix { dry_run: true, .. }
+        );
         let gate = if dry_run {
             Ok(())
         } else {
@@ -581,6 +595,9 @@ impl Engine {
         }
         if gate.is_ok() && is_github(kind) {
             return self.run_github(env);
+        }
+        if gate.is_ok() && kind == CommandKind::ApplyFix {
+            return self.run_fix(env);
         }
         let result = gate
             .map_err(EngineError::from)
@@ -624,6 +641,88 @@ impl Engine {
             if let Err(e) = &r {
                 info!(command = kind.name(), "refused or failed: {e}");
             }
+            let _ = env.reply.send(r);
+            let _ = notify.send(Msg::Refresh).await;
+        });
+    }
+
+    fn start_orchestrator(&mut self, gh: &github::GithubService) {
+        if !self.opts.orchestrator.enabled {
+            self.orch = Err("off (orchestrator.enabled = false)".into());
+            return;
+        }
+        let notify = self.self_tx.clone();
+        let opts = orch::OrchestratorOptions {
+            cfg: self.opts.orchestrator.clone(),
+            db_path: self.opts.db_path.clone(),
+            reports_dir: self
+                .opts
+                .orchestrator
+                .reports_dir
+                .clone()
+                .unwrap_or_else(|| self.opts.data_dir.clone()),
+            read_only: self.opts.read_only,
+        };
+        self.orch = orch::start(gh.client().clone(), opts, self.clock.clone(), move || {
+            let _ = notify.try_send(Msg::Refresh);
+        });
+        match &self.orch {
+            Ok(_) => info!("orchestrator watching failed runs"),
+            Err(why) => info!("orchestrator idle: {why}"),
+        }
+    }
+
+    /// Fixes call GitHub: run them off the actor.
+    fn run_fix(&mut self, env: Envelope) {
+        let handle = match &self.orch {
+            Ok(h) => h.clone(),
+            Err(why) => {
+                let _ = env.reply.send(Err(EngineError::Invalid(format!(
+                    "the orchestrator is not running: {why}"
+                ))));
+                return;
+            }
+        };
+        let Command::ApplyFix { issue_id, dry_run } = env.cmd else {
+            return;
+        };
+        let exists = crate::orchestrator::store::IssueStore::new(self.store.conn())
+            .get(&issue_id)
+            .ok()
+            .flatten()
+            .is_some();
+        if !exists {
+            let _ = env.reply.send(Err(EngineError::NotFound {
+                what: "issue",
+                id: issue_id,
+            }));
+            return;
+        }
+        let notify = self.self_tx.clone();
+        let allow_push = self.opts.orchestrator.allow_push;
+        tokio::spawn(async move {
+            let opts = crate::orchestrator::fixes::ExecOptions {
+                allow_push,
+                dry_run,
+            };
+            let r = match handle.apply(vec![issue_id.clone()], opts).await {
+                Ok(mut out) if !out.is_empty() => {
+                    let o = out.remove(0);
+                    Ok(Reply::Fix(FixReport {
+                        issue_id: o.issue_id,
+                        plan: o.plan.summary(),
+                        result: o.result.summary(),
+                        applied: o.applied,
+                        status: o.status.as_str().to_string(),
+                        dry_run,
+                    }))
+                }
+                Ok(_) => Err(EngineError::NotFound {
+                    what: "issue",
+                    id: issue_id,
+                }),
+                Err(e) => Err(EngineError::Invalid(e)),
+            };
             let _ = env.reply.send(r);
             let _ = notify.send(Msg::Refresh).await;
         });
@@ -926,6 +1025,85 @@ impl Engine {
                 Ok(Reply::Hardware(self.hardware.clone()))
             }
             Command::GetP2pNetworkStatus => Ok(Reply::P2p(self.p2p_status())),
+            Command::ListOrchestratorIssues { status, repo } => {
+                use crate::orchestrator::store::{IssueFilter, IssueStatus, IssueStore};
+                let status = match status.as_deref() {
+                    None | Some("") | Some("all") => None,
+                    Some(s) => Some(s.parse::<IssueStatus>().map_err(|_| {
+                        EngineError::Invalid(format!(
+                            "status {s:?}: expected open, fixing, fixed, ignored or all"
+                        ))
+                    })?),
+                };
+                let list = IssueStore::new(self.store.conn())
+                    .list(IssueFilter {
+                        status,
+                        repo: repo.as_deref(),
+                    })
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?;
+                Ok(Reply::Issues(IssueList {
+                    issues: list.iter().map(issue_view).collect(),
+                }))
+            }
+            Command::GetIssueEvidence { issue_id } => {
+                let i = crate::orchestrator::store::IssueStore::new(self.store.conn())
+                    .get(&issue_id)
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?
+                    .ok_or_else(|| EngineError::NotFound {
+                        what: "issue",
+                        id: issue_id.clone(),
+                    })?;
+                Ok(Reply::Evidence(Box::new(IssueEvidence {
+                    issue: issue_view(&i),
+                    evidence: i.record.evidence.clone(),
+                    lines: i.record.evidence_lines.clone(),
+                    context: i.record.context.clone(),
+                })))
+            }
+            Command::IgnoreIssue { issue_id } => {
+                use crate::orchestrator::store::{IssueStatus, IssueStore};
+                let st = IssueStore::new(self.store.conn());
+                let changed = st
+                    .set_status(
+                        &issue_id,
+                        IssueStatus::Ignored,
+                        "ignored by an operator",
+                        now,
+                    )
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?;
+                if !changed {
+                    return Err(EngineError::NotFound {
+                        what: "issue",
+                        id: issue_id,
+                    });
+                }
+                let i = st
+                    .get(&issue_id)
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?
+                    .ok_or(EngineError::NotFound {
+                        what: "issue",
+                        id: issue_id,
+                    })?;
+                self.dirty = true;
+                Ok(Reply::Issue(Box::new(issue_view(&i))))
+            }
+            Command::ClassifyLog { text } => {
+                let c = crate::orchestrator::classify::classify(&self.catalogue, &text, None);
+                Ok(Reply::Classified(Classified {
+                    issues: c
+                        .issues
+                        .iter()
+                        .map(|f| LogFinding {
+                            issue_type: f.issue_type.to_string(),
+                            severity: f.severity.to_string(),
+                            auto_fixable: f.auto_fixable,
+                            line: f.line,
+                            evidence: f.evidence.clone(),
+                            fix_description: f.fix_description.clone(),
+                        })
+                        .collect(),
+                }))
+            }
             other => Err(EngineError::Invalid(format!(
                 "{} is handled by its service",
                 other.kind().name()
@@ -1326,7 +1504,25 @@ impl Engine {
                 ),
                 Err(why) => h("compute", "disabled", why.clone()),
             },
-            h("orchestrator", "disabled", "not in this build yet".into()),
+            match &self.orch {
+                Ok(_) => h(
+                    "orchestrator",
+                    "ok",
+                    format!(
+                        "watching {} every {}",
+                        if self.opts.orchestrator.repos.is_empty() {
+                            format!(
+                                "repos of {}",
+                                self.opts.orchestrator.owner.as_deref().unwrap_or("?")
+                            )
+                        } else {
+                            self.opts.orchestrator.repos.join(", ")
+                        },
+                        crate::config::duration::format(self.opts.orchestrator.interval)
+                    ),
+                ),
+                Err(why) => h("orchestrator", "disabled", why.clone()),
+            },
         ]
     }
 
@@ -1443,6 +1639,22 @@ impl Engine {
                 MeshState::Off(why) => format!("off: {why}"),
             },
             vms,
+            issues: match &self.orch {
+                Ok(_) => snapshot::IssueFeed::On(
+                    crate::orchestrator::store::IssueStore::new(self.store.conn())
+                        .list(crate::orchestrator::store::IssueFilter {
+                            status: None,
+                            repo: None,
+                        })
+                        .map(|l| l.iter().take(500).map(issue_view).collect())
+                        .unwrap_or_default(),
+                ),
+                Err(why) => {
+                    let mut off = snapshot::off_issues();
+                    off.enable = format!("{why}; `flotilla classify FILE` works offline");
+                    snapshot::IssueFeed::Off(off)
+                }
+            },
             github: match &self.github {
                 GithubState::On(svc) => Some(svc.view()),
                 _ => None,
@@ -1472,6 +1684,26 @@ enum GithubState {
     On(github::GithubService),
     /// Off, with the reason (the seed's warning when there is no token).
     Off(String),
+}
+
+fn issue_view(i: &crate::orchestrator::store::StoredIssue) -> IssueView {
+    IssueView {
+        issue_id: i.id.clone(),
+        severity: i.record.severity.to_string(),
+        issue_type: i.record.issue_type.to_string(),
+        repo: i.record.repo.clone(),
+        workflow: i.record.workflow.clone(),
+        run_id: i.record.run_id,
+        run_url: i.record.run_url.clone(),
+        job: i.record.job_name.clone(),
+        status: i.status.as_str().to_string(),
+        status_reason: i.status_reason.clone(),
+        primary: i.record.primary,
+        fix_description: i.record.fix_description.clone(),
+        created_at: rfc3339(i.created_at),
+        github_issue: i.github_issue_number,
+        reruns: i.reruns,
+    }
 }
 
 fn is_github(kind: CommandKind) -> bool {

@@ -70,11 +70,21 @@ pub enum CommandKind {
     GhCacheStats,
     /// This node's mesh: peer ID, addresses, peers.
     GetP2pNetworkStatus,
+    /// Orchestrator issues.
+    ListOrchestratorIssues,
+    /// One issue's evidence in context.
+    GetIssueEvidence,
+    /// Apply an issue's fix (re-run jobs, file a GitHub issue).
+    ApplyFix,
+    /// Mark an issue ignored.
+    IgnoreIssue,
+    /// Classify a log text.
+    ClassifyLog,
 }
 
 impl CommandKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [CommandKind; 21] = [
+    pub const ALL: [CommandKind; 26] = [
         CommandKind::SubmitWorkflow,
         CommandKind::CancelWorkflow,
         CommandKind::SetTaskPriority,
@@ -96,14 +106,22 @@ impl CommandKind {
         CommandKind::GhWorkflowRuns,
         CommandKind::GhCacheStats,
         CommandKind::GetP2pNetworkStatus,
+        CommandKind::ListOrchestratorIssues,
+        CommandKind::GetIssueEvidence,
+        CommandKind::ApplyFix,
+        CommandKind::IgnoreIssue,
+        CommandKind::ClassifyLog,
     ];
 
     /// The policy table.
     pub fn danger(self) -> Danger {
         use CommandKind::*;
         match self {
-            SubmitWorkflow | SetTaskPriority | ProvisionVm | ExtendVmActivity => Danger::Write,
-            CancelWorkflow | TerminateVm => Danger::Destructive,
+            SubmitWorkflow | SetTaskPriority | ProvisionVm | ExtendVmActivity | IgnoreIssue => {
+                Danger::Write
+            }
+            CancelWorkflow | TerminateVm | ApplyFix => Danger::Destructive,
+            ListOrchestratorIssues | GetIssueEvidence | ClassifyLog => Danger::Read,
             ListWorkflows | GetWorkflowStatus | GetTaskOutput | GetSystemStatus
             | GetServiceHealth | GetRecentLogs | SearchLogs | DetectHardware | ListVms
             | GetVmSsh | GetComputeCosts | GhListRepos | GhWorkflowRuns | GhCacheStats
@@ -136,6 +154,11 @@ impl CommandKind {
             GhWorkflowRuns => "gh_workflow_runs",
             GhCacheStats => "gh_cache_stats",
             GetP2pNetworkStatus => "get_p2p_network_status",
+            ListOrchestratorIssues => "list_orchestrator_issues",
+            GetIssueEvidence => "get_issue_evidence",
+            ApplyFix => "apply_fix",
+            IgnoreIssue => "ignore_issue",
+            ClassifyLog => "classify_log",
         }
     }
 }

@@ -116,6 +116,15 @@ pub enum VmFeed {
     },
 }
 
+/// The Issues pane's feed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IssueFeed {
+    /// The orchestrator is not running.
+    Off(OffFeed),
+    /// Issues, newest first.
+    On(Vec<crate::engine::command::IssueView>),
+}
+
 /// The engine state a face renders from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
@@ -134,7 +143,7 @@ pub struct Snapshot {
     /// VMs pane feed.
     pub vms: VmFeed,
     /// Issues pane feed.
-    pub issues: OffFeed,
+    pub issues: IssueFeed,
     /// Service health.
     pub health: Vec<ServiceHealth>,
     /// Mesh peers (other nodes).
@@ -155,7 +164,7 @@ impl Default for Snapshot {
             counts: Counts::default(),
             runners: off_runners(),
             vms: VmFeed::Off(off_vms()),
-            issues: off_issues(),
+            issues: IssueFeed::Off(off_issues()),
             health: Vec::new(),
             peers: Vec::new(),
             mesh: "starting".into(),

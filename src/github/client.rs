@@ -35,7 +35,7 @@ use super::ratelimit::{
     RateLimitInfo, RateLimiter, RetryPolicy, RetryReason, RetrySignals, Verdict, header_str,
 };
 use super::types::{
-    Account, AccountKind, Annotation, ContentEntry, Issue, IssueComment, JitConfig,
+    Account, AccountKind, Annotation, CommitComment, ContentEntry, Issue, IssueComment, JitConfig,
     JitConfigRequest, Job, JobsPage, NewIssue, Repository, Runner, RunnerGroup, RunnerGroupsPage,
     RunnerToken, RunnersPage, Workflow, WorkflowFile, WorkflowRun, WorkflowRunsPage, WorkflowsPage,
     parse_timestamp,
@@ -1115,6 +1115,81 @@ impl GithubClient {
                 "/repos/{}/{}/issues/{number}/comments",
                 enc(owner),
                 enc(repo)
+            ),
+            Some(&B { body }),
+        )
+        .await
+    }
+
+    /// `GET /repos/{owner}/{repo}/issues?state=...&labels=...`, all pages: issues only (pull
+    /// requests, which this endpoint also lists, are dropped). `labels` are ANDed by GitHub.
+    ///
+    /// # Errors
+    /// [`GithubError`].
+    pub async fn list_issues(
+        &self,
+        owner: &str,
+        repo: &str,
+        state: &str,
+        labels: &[&str],
+    ) -> Result<Vec<Issue>> {
+        #[derive(serde::Deserialize)]
+        struct Item {
+            #[serde(flatten)]
+            issue: Issue,
+            #[serde(default)]
+            pull_request: Option<serde::de::IgnoredAny>,
+        }
+        let mut q = vec![format!("state={}", enc(state))];
+        if !labels.is_empty() {
+            q.push(format!("labels={}", enc(&labels.join(","))));
+        }
+        q.push(format!("per_page={}", self.per_page));
+        let first = format!("/repos/{}/{}/issues?{}", enc(owner), enc(repo), q.join("&"));
+        let items = self.paginate(first, |p: Vec<Item>| p, |_| true).await?;
+        Ok(items
+            .into_iter()
+            .filter(|i| i.pull_request.is_none())
+            .map(|i| i.issue)
+            .collect())
+    }
+
+    /// `GET /repos/{owner}/{repo}/issues/{number}`.
+    ///
+    /// # Errors
+    /// [`GithubError`] (404 if it does not exist, 410 if it was deleted).
+    pub async fn issue(&self, owner: &str, repo: &str, number: u64) -> Result<Issue> {
+        self.get_json(&format!(
+            "/repos/{}/{}/issues/{number}",
+            enc(owner),
+            enc(repo)
+        ))
+        .await
+    }
+
+    /// `POST /repos/{owner}/{repo}/commits/{commit_sha}/comments` with `{body}`: a comment on a
+    /// commit (shown on the commit page and, for a pull request's head, in its conversation).
+    ///
+    /// # Errors
+    /// [`GithubError`] (403 without write access, 422 for an unknown commit).
+    pub async fn comment_commit(
+        &self,
+        owner: &str,
+        repo: &str,
+        commit_sha: &str,
+        body: &str,
+    ) -> Result<CommitComment> {
+        #[derive(Serialize)]
+        struct B<'a> {
+            body: &'a str,
+        }
+        self.write_json(
+            Method::POST,
+            &format!(
+                "/repos/{}/{}/commits/{}/comments",
+                enc(owner),
+                enc(repo),
+                enc(commit_sha)
             ),
             Some(&B { body }),
         )

@@ -510,6 +510,22 @@ pub struct IssueComment {
     pub html_url: Option<String>,
 }
 
+/// A commit comment as created (`POST /repos/{o}/{r}/commits/{sha}/comments`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitComment {
+    /// Comment id.
+    pub id: u64,
+    /// Body.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Commit it is on.
+    #[serde(default)]
+    pub commit_id: Option<String>,
+    /// Web URL.
+    #[serde(default)]
+    pub html_url: Option<String>,
+}
+
 /// A check-run annotation (`GET /repos/{o}/{r}/check-runs/{id}/annotations`); a job's timeout
 /// message lives here, not in its log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -37,6 +37,14 @@ pub const TOOL_TABLE: &[(&str, CommandKind)] = &[
     ("gh_workflow_runs", CommandKind::GhWorkflowRuns),
     ("gh_cache_stats", CommandKind::GhCacheStats),
     ("get_p2p_network_status", CommandKind::GetP2pNetworkStatus),
+    (
+        "list_orchestrator_issues",
+        CommandKind::ListOrchestratorIssues,
+    ),
+    ("get_issue_evidence", CommandKind::GetIssueEvidence),
+    ("apply_fix", CommandKind::ApplyFix),
+    ("ignore_issue", CommandKind::IgnoreIssue),
+    ("classify_log", CommandKind::ClassifyLog),
 ];
 
 /// The command kind behind a tool name.
@@ -231,6 +239,44 @@ pub struct GhRunsArgs {
     /// At most this many (default 30).
     #[serde(default)]
     pub limit: Option<usize>,
+}
+
+/// Arguments of `list_orchestrator_issues`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct ListIssuesArgs {
+    /// open, fixing, fixed, ignored or all (default).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Only this repository, owner/name.
+    #[serde(default)]
+    pub repo: Option<String>,
+}
+
+/// An issue id.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct IssueIdArgs {
+    /// Issue id (`iss-...`).
+    pub issue_id: String,
+}
+
+/// Arguments of `apply_fix`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ApplyFixArgs {
+    /// Issue id (`iss-...`).
+    pub issue_id: String,
+    /// Must be true: a fix re-runs jobs or files a GitHub issue (not needed for a dry run).
+    #[serde(default)]
+    pub confirm: bool,
+    /// Only say what would be done.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Arguments of `classify_log`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ClassifyArgs {
+    /// A raw GitHub Actions job log (timestamps, ##[group], ANSI codes are fine).
+    pub text: String,
 }
 
 /// The MCP server over one engine.
@@ -606,6 +652,97 @@ impl FlotillaMcp {
     async fn get_p2p_network_status(&self) -> Result<Json<P2pStatus>, String> {
         match self.run(Command::GetP2pNetworkStatus, false).await? {
             Reply::P2p(p) => Ok(Json(p)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Orchestrator issues found in failed workflow runs (severity, type, repo, workflow, run,
+    /// status).
+    #[tool(name = "list_orchestrator_issues")]
+    async fn list_orchestrator_issues(
+        &self,
+        Parameters(a): Parameters<ListIssuesArgs>,
+    ) -> Result<Json<IssueList>, String> {
+        let cmd = Command::ListOrchestratorIssues {
+            status: a.status,
+            repo: a.repo,
+        };
+        match self.run(cmd, false).await? {
+            Reply::Issues(i) => Ok(Json(i)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// An issue's evidence: the matched log lines, their line numbers, and the lines around.
+    #[tool(name = "get_issue_evidence")]
+    async fn get_issue_evidence(
+        &self,
+        Parameters(a): Parameters<IssueIdArgs>,
+    ) -> Result<Json<IssueEvidence>, String> {
+        match self
+            .run(
+                Command::GetIssueEvidence {
+                    issue_id: a.issue_id,
+                },
+                false,
+            )
+            .await?
+        {
+            Reply::Evidence(e) => Ok(Json(*e)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Apply an issue's fix: re-run failed jobs for flaky classes (within --retries), or open
+    /// or update the GitHub issue for its class. Destructive: needs confirm=true; dry_run plans
+    /// only.
+    #[tool(name = "apply_fix")]
+    async fn apply_fix(
+        &self,
+        Parameters(a): Parameters<ApplyFixArgs>,
+    ) -> Result<Json<FixReport>, String> {
+        let cmd = Command::ApplyFix {
+            issue_id: a.issue_id,
+            dry_run: a.dry_run,
+        };
+        match self.run(cmd, a.confirm).await? {
+            Reply::Fix(f) => Ok(Json(f)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Mark an orchestrator issue ignored.
+    #[tool(name = "ignore_issue")]
+    async fn ignore_issue(
+        &self,
+        Parameters(a): Parameters<IssueIdArgs>,
+    ) -> Result<Json<IssueView>, String> {
+        match self
+            .run(
+                Command::IgnoreIssue {
+                    issue_id: a.issue_id,
+                },
+                false,
+            )
+            .await?
+        {
+            Reply::Issue(i) => Ok(Json(*i)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Classify a failed job's log: failure class, severity, evidence line and fix, primary
+    /// verdict first (works offline).
+    #[tool(name = "classify_log")]
+    async fn classify_log(
+        &self,
+        Parameters(a): Parameters<ClassifyArgs>,
+    ) -> Result<Json<Classified>, String> {
+        match self
+            .run(Command::ClassifyLog { text: a.text }, false)
+            .await?
+        {
+            Reply::Classified(c) => Ok(Json(c)),
             r => Err(unexpected(r)),
         }
     }

@@ -5,7 +5,14 @@
 //!   failure classes ([`patterns::IssueType`]).
 //! - [`classify`] is the pure classification core: log text (plus optional job API data) in,
 //!   ranked findings out. It does no I/O and reads no clock.
+//! - [`monitor`] watches repositories for failed runs, classifies their failed jobs' logs and
+//!   records issues in [`store`]; [`fixes`] plans and applies fixes (re-run, GitHub issue,
+//!   proposed patch); [`report`] writes the run reports.
 
 pub mod classify;
 pub mod cmd;
+pub mod fixes;
+pub mod monitor;
 pub mod patterns;
+pub mod report;
+pub mod store;

@@ -99,6 +99,7 @@ fn migrations() -> Migrations<'static> {
         ),
         M::up(crate::compute::store::MIGRATION_SQL),
         M::up(crate::github::cache::MIGRATION_SQL),
+        M::up(crate::orchestrator::store::MIGRATION_SQL),
     ])
 }
 
@@ -642,8 +643,8 @@ mod tests {
         assert_eq!(s.journal_mode().unwrap(), "wal");
         assert_eq!(
             s.schema_version().unwrap(),
-            3,
-            "1: queue, 2: compute, 3: GitHub cache"
+            4,
+            "1: queue, 2: compute, 3: GitHub cache, 4: orchestrator"
         );
     }
 

@@ -10,8 +10,9 @@ use tui_logger::{TuiWidgetEvent, TuiWidgetState};
 
 use super::keymap::{Keymap, Pane, action, key_of};
 use crate::clock::Millis;
+use crate::engine::command::IssueView;
 use crate::engine::command::{Submitted, TaskOutput};
-use crate::engine::snapshot::{QueueRow, VmFeed, VmRow};
+use crate::engine::snapshot::{IssueFeed, QueueRow, VmFeed, VmRow};
 use crate::engine::{Command, CommandKind, Danger, Policy, Reply, Snapshot};
 use crate::sched::workflow::{MAX_PRIORITY, TaskState};
 
@@ -204,6 +205,10 @@ pub enum Effect {
     LoadOutput(String),
     /// Fetch a VM's SSH command and copy it to the terminal's clipboard (OSC 52).
     CopySsh(String),
+    /// Copy text to the terminal's clipboard (OSC 52).
+    Copy(String),
+    /// Fetch an issue's evidence and show it.
+    LoadEvidence(String),
     /// Leave the TUI.
     Quit,
 }
@@ -315,6 +320,32 @@ pub fn vm_rows<'a>(ui: &UiState, snap: &'a Snapshot) -> Vec<&'a VmRow> {
     }
 }
 
+/// Text an issue row is filtered on.
+pub fn issue_row_text(r: &IssueView) -> String {
+    format!(
+        "{} {} {} {} {} {}",
+        r.severity, r.issue_type, r.repo, r.workflow, r.status, r.issue_id
+    )
+}
+
+/// The Issues rows after the pane's filter.
+pub fn issue_rows<'a>(ui: &UiState, snap: &'a Snapshot) -> Vec<&'a IssueView> {
+    let f = ui.filter(Pane::Issues);
+    match &snap.issues {
+        IssueFeed::On(rows) => rows
+            .iter()
+            .filter(|r| f.is_none_or(|f| f.keeps(&issue_row_text(r))))
+            .collect(),
+        IssueFeed::Off(_) => Vec::new(),
+    }
+}
+
+fn selected_issue<'a>(ui: &UiState, snap: &'a Snapshot) -> Option<&'a IssueView> {
+    issue_rows(ui, snap)
+        .get(ui.selected[Pane::Issues.index()])
+        .copied()
+}
+
 fn selected_vm<'a>(ui: &UiState, snap: &'a Snapshot) -> Option<&'a VmRow> {
     vm_rows(ui, snap)
         .get(ui.selected[Pane::Vms.index()])
@@ -326,6 +357,7 @@ pub fn row_count(ui: &UiState, snap: &Snapshot, pane: Pane) -> usize {
     match pane {
         Pane::Queue => queue_rows(ui, snap).len(),
         Pane::Vms => vm_rows(ui, snap).len(),
+        Pane::Issues => issue_rows(ui, snap).len(),
         Pane::Peers => 1,
         _ => 0,
     }
@@ -387,6 +419,12 @@ fn on_done(ui: &mut UiState, d: Done, now: Millis) {
                 now,
             ),
             Ok(Reply::Terminated(t)) => ui.say(format!("{what}: {}", t.action), Level::Info, now),
+            Ok(Reply::Fix(f)) => ui.say(
+                format!("{what}: {} ({})", f.result, f.status),
+                if f.applied { Level::Info } else { Level::Error },
+                now,
+            ),
+            Ok(Reply::Issue(i)) => ui.say(format!("{what}: {}", i.status), Level::Info, now),
             Ok(Reply::Priority(p)) => ui.say(
                 format!(
                     "{what}: priority {} (effective {:.1})",
@@ -785,6 +823,53 @@ fn on_normal_key(ui: &mut UiState, k: KeyEvent, snap: &Snapshot, now: Millis) ->
         "vm.ssh" => match selected_vm(ui, snap) {
             Some(v) => return vec![Effect::CopySsh(v.vm_id.clone())],
             None => ui.say("no VM selected", Level::Error, now),
+        },
+        "issue.evidence" => match selected_issue(ui, snap) {
+            Some(i) => return vec![Effect::LoadEvidence(i.issue_id.clone())],
+            None => ui.say("no issue selected", Level::Error, now),
+        },
+        "issue.fix" => match selected_issue(ui, snap) {
+            Some(i) => {
+                let (id, body) = (
+                    i.issue_id.clone(),
+                    format!(
+                        "Apply the fix for {} in {} ({}, run {})?\n{}",
+                        i.issue_type, i.repo, i.workflow, i.run_id, i.fix_description
+                    ),
+                );
+                return gated(
+                    ui,
+                    CommandKind::ApplyFix,
+                    Command::ApplyFix {
+                        issue_id: id.clone(),
+                        dry_run: false,
+                    },
+                    format!("fix {id}"),
+                    body,
+                    now,
+                );
+            }
+            None => ui.say("no issue selected", Level::Error, now),
+        },
+        "issue.ignore" => match selected_issue(ui, snap) {
+            Some(i) => {
+                let id = i.issue_id.clone();
+                return gated(
+                    ui,
+                    CommandKind::IgnoreIssue,
+                    Command::IgnoreIssue {
+                        issue_id: id.clone(),
+                    },
+                    format!("ignore {id}"),
+                    String::new(),
+                    now,
+                );
+            }
+            None => ui.say("no issue selected", Level::Error, now),
+        },
+        "issue.copy_url" => match selected_issue(ui, snap).and_then(|i| i.run_url.clone()) {
+            Some(url) => return vec![Effect::Copy(url)],
+            None => ui.say("no run URL for this issue", Level::Error, now),
         },
         "noop" => {}
         other => {

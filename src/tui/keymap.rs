@@ -188,6 +188,30 @@ pub const ACTIONS: &[ActionDef] = &[
         command: Some(CommandKind::GetVmSsh),
     },
     ActionDef {
+        name: "issue.evidence",
+        desc: "Show the evidence",
+        scope: Scope::Pane(Pane::Issues),
+        command: Some(CommandKind::GetIssueEvidence),
+    },
+    ActionDef {
+        name: "issue.fix",
+        desc: "Apply the fix",
+        scope: Scope::Pane(Pane::Issues),
+        command: Some(CommandKind::ApplyFix),
+    },
+    ActionDef {
+        name: "issue.ignore",
+        desc: "Ignore the issue",
+        scope: Scope::Pane(Pane::Issues),
+        command: Some(CommandKind::IgnoreIssue),
+    },
+    ActionDef {
+        name: "issue.copy_url",
+        desc: "Copy the run URL",
+        scope: Scope::Pane(Pane::Issues),
+        command: None,
+    },
+    ActionDef {
         name: "logs.page_up",
         desc: "Scroll back",
         scope: Scope::Pane(Pane::Logs),

@@ -162,6 +162,25 @@ fn run_effect(engine: &EngineHandle, eff: Effect, done: mpsc::UnboundedSender<Do
                     Err(e) => Err(e.to_string()),
                 },
             ),
+            Effect::Copy(text) => Done::Copied(copy_osc52(&text).map(|_| text)),
+            Effect::LoadEvidence(issue_id) => Done::Output(
+                match engine
+                    .execute(Command::GetIssueEvidence { issue_id }, false, Source::Tui)
+                    .await
+                {
+                    Ok(Reply::Evidence(e)) => Ok(crate::engine::command::TaskOutput {
+                        task_id: format!(
+                            "{} ({} in {}, lines {:?})",
+                            e.issue.issue_id, e.issue.issue_type, e.issue.workflow, e.lines
+                        ),
+                        state: TaskState::Failed,
+                        output: format!("{}\n\n{}", e.context, e.issue.fix_description),
+                        truncated: false,
+                    }),
+                    Ok(other) => Err(format!("unexpected reply {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                },
+            ),
             Effect::LoadOutput(task_id) => Done::Output(
                 match engine
                     .execute(Command::GetTaskOutput { task_id }, false, Source::Tui)

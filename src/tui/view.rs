@@ -10,12 +10,12 @@ use ratatui::widgets::{
 };
 use tui_logger::{TuiLoggerLevelOutput, TuiLoggerWidget};
 
-use super::app::{COMMANDS, Level, Mode, STATUS_TTL_MS, UiState, queue_rows, vm_rows};
+use super::app::{COMMANDS, Level, Mode, STATUS_TTL_MS, UiState, issue_rows, queue_rows, vm_rows};
 use super::keymap::Pane;
 use crate::clock::{Millis, compact_duration};
 use crate::compute::costs::format_usd;
 use crate::engine::Snapshot;
-use crate::engine::snapshot::{OffFeed, QueueRow, VmFeed};
+use crate::engine::snapshot::{IssueFeed, OffFeed, QueueRow, VmFeed};
 use crate::sched::workflow::TaskState;
 
 const ACCENT: Color = Color::Cyan;
@@ -184,7 +184,10 @@ fn render_pane(
             VmFeed::Off(off) => render_off(ui, pane, off, f, area),
             VmFeed::On { .. } => render_vms(ui, snap, now, f, area),
         },
-        Pane::Issues => render_off(ui, pane, &snap.issues, f, area),
+        Pane::Issues => match &snap.issues {
+            IssueFeed::Off(off) => render_off(ui, pane, off, f, area),
+            IssueFeed::On(_) => render_issues(ui, snap, now, f, area),
+        },
         Pane::Logs => render_logs(ui, f, area),
     }
 }
@@ -546,6 +549,79 @@ fn render_vms(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area: R
     let t = Table::new(body, widths)
         .header(Row::new(header).style(Style::new().dark_gray().add_modifier(Modifier::BOLD)))
         .row_highlight_style(highlight(ui.focus == Pane::Vms))
+        .block(block);
+    f.render_stateful_widget(t, area, &mut state);
+}
+
+fn render_issues(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area: Rect) {
+    let rows = issue_rows(ui, snap);
+    let open = rows.iter().filter(|r| r.status == "open").count();
+    let block = pane_block(ui, Pane::Issues, format!("{open} open"));
+    if rows.is_empty() {
+        f.render_widget(
+            Paragraph::new("No failed runs found yet. Checks run every orchestrator.interval.")
+                .wrap(Wrap { trim: true })
+                .block(block),
+            area,
+        );
+        return;
+    }
+    let wide = area.width >= 70;
+    let body: Vec<Row> = rows
+        .iter()
+        .map(|r| {
+            let age = crate::clock::compact_duration(
+                now - crate::clock::parse_rfc3339(&r.created_at).unwrap_or(now),
+            );
+            let style = match (r.status.as_str(), r.severity.as_str()) {
+                ("ignored" | "fixed", _) => Style::new().dark_gray(),
+                (_, "critical" | "high") => Style::new().fg(Color::Red),
+                (_, "medium") => Style::new().fg(Color::Yellow),
+                _ => Style::new(),
+            };
+            let cells = if wide {
+                vec![
+                    r.severity.clone(),
+                    r.issue_type.clone(),
+                    r.repo.clone(),
+                    r.workflow.clone(),
+                    r.run_id.to_string(),
+                    r.status.clone(),
+                    age,
+                ]
+            } else {
+                vec![r.severity.clone(), r.issue_type.clone(), r.status.clone()]
+            };
+            Row::new(cells).style(style)
+        })
+        .collect();
+    let (header, widths): (Vec<&str>, Vec<Constraint>) = if wide {
+        (
+            vec!["SEV", "TYPE", "REPO", "WORKFLOW", "RUN", "STATUS", "AGE"],
+            vec![
+                Constraint::Length(8),
+                Constraint::Length(20),
+                Constraint::Fill(2),
+                Constraint::Fill(2),
+                Constraint::Length(11),
+                Constraint::Length(7),
+                Constraint::Length(6),
+            ],
+        )
+    } else {
+        (
+            vec!["SEV", "TYPE", "STATUS"],
+            vec![
+                Constraint::Length(8),
+                Constraint::Fill(1),
+                Constraint::Length(7),
+            ],
+        )
+    };
+    let mut state = TableState::default().with_selected(Some(ui.selected[Pane::Issues.index()]));
+    let t = Table::new(body, widths)
+        .header(Row::new(header).style(Style::new().dark_gray().add_modifier(Modifier::BOLD)))
+        .row_highlight_style(highlight(ui.focus == Pane::Issues))
         .block(block);
     f.render_stateful_widget(t, area, &mut state);
 }
