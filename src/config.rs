@@ -191,6 +191,9 @@ pub struct OrchestratorConfig {
     /// Where the seed's reports go (default: the data dir).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reports_dir: Option<PathBuf>,
+    /// Extra pattern catalogues (same schema as assets/patterns.toml; a same id replaces a
+    /// built-in pattern), used by the monitor and `classify_log`.
+    pub patterns: Vec<PathBuf>,
 }
 
 impl Default for OrchestratorConfig {
@@ -205,6 +208,7 @@ impl Default for OrchestratorConfig {
             auto_fix: true,
             allow_push: false,
             reports_dir: None,
+            patterns: Vec::new(),
         }
     }
 }
@@ -748,6 +752,9 @@ impl ConfigBuilder {
             if let Err(e) = crate::p2p::parse_multiaddr(b) {
                 return Err(self.invalid("p2p.bootstrap", &e.to_string()));
             }
+        }
+        if let Err(e) = crate::orchestrator::cmd::catalogue(&c.orchestrator.patterns) {
+            return Err(self.invalid("orchestrator.patterns", &e.to_string()));
         }
         if c.compute.enabled() {
             let get = |k: &str| c.compute.var(k);

@@ -221,3 +221,28 @@ fn malformed_input_is_answered_and_stdout_is_pure_json_rpc() {
     }
     assert!(child.wait().unwrap().success());
 }
+
+/// `classify_log` works offline, and an operator's own pattern file extends the catalogue.
+#[tokio::test]
+async fn classify_log_with_user_patterns() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("mine.toml");
+    std::fs::write(
+        &p,
+        "[[pattern]]\nid = \"acme_flaky_db\"\nissue_type = \"network_error\"\nregex = 'ACME-DB-UNREACHABLE'\nseverity = \"medium\"\nauto_fixable = false\nfix_description = \"the ACME database was down\"\n",
+    )
+    .unwrap();
+    let set = format!("orchestrator.patterns=[{:?}]", p.display().to_string());
+    let c = mcp_client(d.path(), &["--set", &set]).await;
+    let log = "2024-01-02T03:04:05.1234567Z starting\n2024-01-02T03:04:06.1234567Z ##[error]ACME-DB-UNREACHABLE at boot\n";
+    let r = ok(&c, "classify_log", json!({"text": log})).await;
+    assert_eq!(r["issues"][0]["issue_type"], "network_error", "{r}");
+    assert_eq!(r["issues"][0]["line"], 2);
+    assert_eq!(
+        r["issues"][0]["fix_description"],
+        "the ACME database was down"
+    );
+    let r = ok(&c, "classify_log", json!({"text": ""})).await;
+    assert_eq!(r["issues"][0]["issue_type"], "unknown");
+    c.cancel().await.unwrap();
+}

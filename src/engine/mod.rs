@@ -326,6 +326,12 @@ impl Engine {
         let hardware = hardware::detect(&opts.capabilities);
         let (tx, rx) = mpsc::channel(256);
         let compute = compute::start(&opts.compute, &opts.db_path, clock.clone());
+        // Config validation already checked the files; a file changed since is a warning.
+        let catalogue = crate::orchestrator::cmd::catalogue(&opts.orchestrator.patterns)
+            .unwrap_or_else(|e| {
+                warn!("orchestrator patterns: {e}; using the built-in catalogue");
+                crate::orchestrator::patterns::Catalogue::builtin()
+            });
         match &compute {
             Ok(_) => info!(app = ?opts.compute.fly_app_name, "compute on: Fly Machines VMs"),
             Err(why) => debug!("compute off: {why}"),
@@ -353,7 +359,7 @@ impl Engine {
             store_error: None,
             load_avg: hardware::load_avg_1m(),
             compute,
-            catalogue: crate::orchestrator::patterns::Catalogue::builtin(),
+            catalogue,
             github: GithubState::Starting,
             mesh: MeshState::Starting,
             orch: Err("waits for the GitHub layer (a token)".into()),

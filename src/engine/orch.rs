@@ -153,7 +153,14 @@ async fn check_once(
     } else {
         explicit.to_vec()
     };
-    let monitor = Monitor::new(client, conn, clock.clone());
+    let catalogue = match crate::orchestrator::cmd::catalogue(&opts.cfg.patterns) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("orchestrator patterns: {e}");
+            return;
+        }
+    };
+    let monitor = Monitor::new(client, conn, clock.clone()).with_catalogue(catalogue);
     let report = monitor.check(&repos).await;
     for e in report.errors() {
         tracing::warn!("orchestrator: {e}");
