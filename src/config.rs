@@ -753,7 +753,10 @@ impl ConfigBuilder {
                 return Err(self.invalid("p2p.bootstrap", &e.to_string()));
             }
         }
-        if let Err(e) = crate::orchestrator::cmd::catalogue(&c.orchestrator.patterns) {
+        // Building the catalogue compiles every pattern: only when there are user files.
+        if !c.orchestrator.patterns.is_empty()
+            && let Err(e) = crate::orchestrator::cmd::catalogue(&c.orchestrator.patterns)
+        {
             return Err(self.invalid("orchestrator.patterns", &e.to_string()));
         }
         if c.compute.enabled() {

@@ -291,7 +291,7 @@ pub struct Engine {
     store_error: Option<String>,
     load_avg: Option<f64>,
     compute: Result<compute::ComputeService, String>,
-    catalogue: crate::orchestrator::patterns::Catalogue,
+    catalogue: Option<crate::orchestrator::patterns::Catalogue>,
     github: GithubState,
     mesh: MeshState,
     orch: Result<orch::OrchestratorHandle, String>,
@@ -326,12 +326,8 @@ impl Engine {
         let hardware = hardware::detect(&opts.capabilities);
         let (tx, rx) = mpsc::channel(256);
         let compute = compute::start(&opts.compute, &opts.db_path, clock.clone());
-        // Config validation already checked the files; a file changed since is a warning.
-        let catalogue = crate::orchestrator::cmd::catalogue(&opts.orchestrator.patterns)
-            .unwrap_or_else(|e| {
-                warn!("orchestrator patterns: {e}; using the built-in catalogue");
-                crate::orchestrator::patterns::Catalogue::builtin()
-            });
+        // Compiled on first use: building it costs tens of ms the cold start does not need.
+        let catalogue = None;
         match &compute {
             Ok(_) => info!(app = ?opts.compute.fly_app_name, "compute on: Fly Machines VMs"),
             Err(why) => debug!("compute off: {why}"),
@@ -1094,7 +1090,15 @@ impl Engine {
                 Ok(Reply::Issue(Box::new(issue_view(&i))))
             }
             Command::ClassifyLog { text } => {
-                let c = crate::orchestrator::classify::classify(&self.catalogue, &text, None);
+                let patterns = &self.opts.orchestrator.patterns;
+                let cat = self.catalogue.get_or_insert_with(|| {
+                    // Config validation checked the files; one changed since is a warning.
+                    crate::orchestrator::cmd::catalogue(patterns).unwrap_or_else(|e| {
+                        warn!("orchestrator patterns: {e}; using the built-in catalogue");
+                        crate::orchestrator::patterns::Catalogue::builtin()
+                    })
+                });
+                let c = crate::orchestrator::classify::classify(cat, &text, None);
                 Ok(Reply::Classified(Classified {
                     issues: c
                         .issues
