@@ -96,42 +96,10 @@ pub fn apply_schema(conn: &Connection) -> Result<()> {
         .map_err(classify("creating the orchestrator tables"))
 }
 
-/// Errors of the issue store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The disk (or the page limit) is full; the statement was rolled back.
-    #[error(
-        "store is full while {op}: free disk space in the data dir and retry; nothing was written"
-    )]
-    Full {
-        /// What was being written.
-        op: &'static str,
-    },
-    /// Another SQLite error (or the tables are missing: apply [`MIGRATION_SQL`]).
-    #[error("store error while {op}: {source}")]
-    Sqlite {
-        /// What was being done.
-        op: &'static str,
-        /// The SQLite error.
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// A row holds data this version cannot read.
-    #[error("corrupt row in {table}: {reason}")]
-    Corrupt {
-        /// Table.
-        table: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-fn classify(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |e| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full { op },
-        _ => StoreError::Sqlite { op, source: e },
-    }
-}
+/// Errors of the issue store: the main store's (full disk, SQLite, corrupt row), as the
+/// orchestrator tables live in the same database.
+pub use crate::store::StoreError;
+use crate::store::classify;
 
 /// Result alias for the issue store.
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -47,7 +47,9 @@ pub enum StoreError {
     },
 }
 
-fn classify(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+/// Map a SQLite error of operation `op` to [`StoreError`]: `Full` for a full disk (or page
+/// limit), `Sqlite` otherwise. Shared by every module store in this database.
+pub(crate) fn classify(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |e| match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full { op },
         _ => StoreError::Sqlite { op, source: e },
