@@ -5,6 +5,7 @@
 //! See `docs/architecture.md`.
 
 pub mod cli;
+pub mod autoscaler;
 pub mod clock;
 pub mod compute;
 pub mod config;
