@@ -7,3 +7,4 @@
 //!   the plan out and reconciles both ways.
 
 pub mod policy;
+pub mod store;

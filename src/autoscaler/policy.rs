@@ -170,6 +170,16 @@ pub struct RunnerFacts {
     pub created: Millis,
     /// An operator asked to drain it: retire once idle, give it no new work.
     pub draining: bool,
+    /// Repository (`owner/name`) it is registered to; `None` for an organization runner,
+    /// which can take a job of any of the organization's repositories.
+    pub scope: Option<String>,
+}
+
+impl RunnerFacts {
+    /// Whether GitHub may give this runner a job of `repo`.
+    pub fn serves(&self, repo: &str) -> bool {
+        self.scope.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(repo))
+    }
 }
 
 /// A provider as the policy sees it.
@@ -382,9 +392,10 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             continue;
         }
         let existing = fits.iter().find_map(|p| {
-            supply
-                .get(p.name.as_str())
-                .and_then(|v| v.iter().find(|r| !claimed.contains(r.id.as_str())))
+            supply.get(p.name.as_str()).and_then(|v| {
+                v.iter()
+                    .find(|r| !claimed.contains(r.id.as_str()) && r.serves(&j.key.repo))
+            })
         });
         match existing {
             Some(r) => {
@@ -432,11 +443,14 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
 
     // 5. Warm pool on the first provider, and idle retirement beyond what is needed.
     let first = inp.providers.first();
+    // The warm pool is made of organization-wide runners (a repository runner would only
+    // serve one repository).
     let spare_on = |name: &str| {
-        supply
-            .get(name)
-            .map_or(0, |v| v.iter().filter(|r| !claimed.contains(r.id.as_str())).count())
-            as u32
+        supply.get(name).map_or(0, |v| {
+            v.iter()
+                .filter(|r| !claimed.contains(r.id.as_str()) && r.scope.is_none())
+                .count()
+        }) as u32
     };
     if let Some(p) = first {
         let have = spare_on(&p.name)
@@ -535,6 +549,7 @@ mod tests {
             since,
             created: since,
             draining: false,
+            scope: None,
         }
     }
 
@@ -597,6 +612,19 @@ mod tests {
         assert_eq!(out.covered.len(), 1);
         assert_eq!(out.provision.len(), 1);
         assert_eq!(out.provision[0].job.as_ref().unwrap().job_id, 2);
+    }
+
+    #[test]
+    fn a_repository_runner_serves_only_its_repository() {
+        let p = [prov("local", LINUX, None)];
+        let mut r = runner("r1", "local", RunnerState::Idle, 0);
+        r.scope = Some("acme/other".into());
+        let out = run(&[job(1, LINUX, 0)], &[r.clone()], &p, limits(10), 1);
+        assert_eq!(out.provision.len(), 1, "acme/other's runner cannot take acme/app's job");
+        r.scope = Some("ACME/app".into());
+        let out = run(&[job(1, LINUX, 0)], &[r], &p, limits(10), 1);
+        assert!(out.provision.is_empty());
+        assert_eq!(out.covered.len(), 1);
     }
 
     #[test]

@@ -102,6 +102,7 @@ fn migrations() -> Migrations<'static> {
         M::up(crate::compute::store::MIGRATION_SQL),
         M::up(crate::github::cache::MIGRATION_SQL),
         M::up(crate::orchestrator::store::MIGRATION_SQL),
+        M::up(crate::autoscaler::store::MIGRATION_SQL),
     ])
 }
 
@@ -645,8 +646,8 @@ mod tests {
         assert_eq!(s.journal_mode().unwrap(), "wal");
         assert_eq!(
             s.schema_version().unwrap(),
-            4,
-            "1: queue, 2: compute, 3: GitHub cache, 4: orchestrator"
+            5,
+            "1: queue, 2: compute, 3: GitHub cache, 4: orchestrator, 5: autoscaler"
         );
     }
 
