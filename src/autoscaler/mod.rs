@@ -7,4 +7,6 @@
 //!   the plan out and reconciles both ways.
 
 pub mod policy;
+pub mod provider;
 pub mod store;
+pub mod controller;

@@ -1,0 +1,78 @@
+//! TEMPORARY interface stub (replaced by the providers branch).
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+use crate::github::types::SecretValue;
+
+/// Boxed future.
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Launch spec.
+#[derive(Debug)]
+pub struct LaunchSpec {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: Vec<String>,
+    /// JIT config.
+    pub jit_config: SecretValue,
+}
+
+/// Instance ref.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRef {
+    /// Provider.
+    pub provider: String,
+    /// Id.
+    pub id: String,
+}
+
+/// Instance state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceState {
+    /// Starting.
+    Starting,
+    /// Running.
+    Running,
+    /// Exited.
+    Exited {
+        /// Code.
+        code: Option<i32>,
+    },
+    /// Gone.
+    Gone,
+}
+
+/// Error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ProviderError(pub String);
+
+impl ProviderError {
+    /// Retryable.
+    pub fn is_retryable(&self) -> bool {
+        true
+    }
+}
+
+/// Provider.
+pub trait Provider: Send + Sync {
+    /// Name.
+    fn name(&self) -> &str;
+    /// Kind.
+    fn kind(&self) -> &'static str;
+    /// Labels.
+    fn labels(&self) -> &[String];
+    /// Max.
+    fn max_runners(&self) -> Option<u32>;
+    /// Launch.
+    fn launch<'a>(&'a self, spec: &'a LaunchSpec) -> BoxFut<'a, Result<InstanceRef, ProviderError>>;
+    /// State.
+    fn state<'a>(&'a self, inst: &'a InstanceRef) -> BoxFut<'a, Result<InstanceState, ProviderError>>;
+    /// Stop.
+    fn stop<'a>(&'a self, inst: &'a InstanceRef) -> BoxFut<'a, Result<(), ProviderError>>;
+    /// List.
+    fn list(&self) -> BoxFut<'_, Result<Vec<InstanceRef>, ProviderError>>;
+}
