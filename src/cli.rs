@@ -69,6 +69,21 @@ pub struct Cli {
     /// Log filter, e.g. info or flotilla=debug.
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Do not start the runner autoscaler.
+    #[arg(long, global = true)]
+    pub disable_autoscaler: bool,
+    /// GitHub owner (user or organization) whose queues the autoscaler watches.
+    #[arg(long, global = true, value_name = "OWNER")]
+    pub autoscaler_owner: Option<String>,
+    /// Autoscaler poll interval (seconds, or e.g. `2m`; default 60).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub autoscaler_interval: Option<String>,
+    /// Watch repositories pushed within this many days (default 1).
+    #[arg(long, global = true, value_name = "DAYS")]
+    pub autoscaler_since_days: Option<u32>,
+    /// Most runners at once (default: cores).
+    #[arg(long, global = true, value_name = "N")]
+    pub autoscaler_max_runners: Option<u32>,
     /// Subcommand.
     #[command(subcommand)]
     pub command: Option<Sub>,
@@ -198,6 +213,35 @@ impl Cli {
         }
         if let Some(l) = &self.log_level {
             b = b.flag("general.log_level", l, "--log-level")?;
+        }
+        if self.disable_autoscaler {
+            b = b.flag_value(
+                "autoscaler.enabled",
+                toml::Value::Boolean(false),
+                "--disable-autoscaler",
+            )?;
+        }
+        if let Some(o) = &self.autoscaler_owner {
+            b = b.flag("autoscaler.owner", o, "--autoscaler-owner")?;
+            // The seed's owner also names the repositories the orchestrator watches.
+            b = b.flag("orchestrator.owner", o, "--autoscaler-owner")?;
+        }
+        if let Some(i) = &self.autoscaler_interval {
+            b = b.flag("autoscaler.interval", i, "--autoscaler-interval")?;
+        }
+        if let Some(d) = self.autoscaler_since_days {
+            b = b.flag_value(
+                "autoscaler.since_days",
+                toml::Value::Integer(i64::from(d)),
+                "--autoscaler-since-days",
+            )?;
+        }
+        if let Some(n) = self.autoscaler_max_runners {
+            b = b.flag_value(
+                "autoscaler.max_runners",
+                toml::Value::Integer(i64::from(n)),
+                "--autoscaler-max-runners",
+            )?;
         }
         if let Some(k) = &self.keymap {
             b = b.flag("tui.keymap", &k.to_string_lossy(), "--keymap")?;

@@ -164,6 +164,84 @@ pub struct Config {
     pub compute: ComputeConfig,
     /// Failed-run monitor and fixes.
     pub orchestrator: OrchestratorConfig,
+    /// Ephemeral self-hosted runners for queued jobs.
+    pub autoscaler: AutoscalerConfig,
+}
+
+/// `[autoscaler]`: the seed's `mcp start --autoscaler-*` settings and the runner providers.
+///
+/// ```toml
+/// [autoscaler]
+/// owner = "acme"            # like --autoscaler-owner
+/// interval = "60s"
+/// since_days = 1
+/// max_runners = 4
+/// min_idle = 0
+/// idle_grace = "5m"
+/// bootstrap_timeout = "20m"
+///
+/// [[autoscaler.providers]]
+/// name = "local-linux"
+/// kind = "local"            # or "fly"
+/// labels = ["self-hosted", "linux", "x64"]
+/// command = ["/bin/sh", "-c", "exec /opt/actions-runner/run.sh --jitconfig \"$FLOTILLA_JITCONFIG\""]
+/// max_runners = 2
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoscalerConfig {
+    /// Start with the engine when the GitHub layer is on (`--disable-autoscaler` turns it off).
+    pub enabled: bool,
+    /// Owner (user or organization) whose repositories are watched (`--autoscaler-owner`,
+    /// `GITHUB_AUTOSCALER_OWNER`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Explicit `owner/name` repositories, instead of the owner's recent ones.
+    pub repos: Vec<String>,
+    /// Poll interval (`--autoscaler-interval`, `GITHUB_AUTOSCALER_INTERVAL`; seconds or `60s`).
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Repositories pushed within this many days (`--autoscaler-since-days`).
+    pub since_days: u32,
+    /// Most runners at once, P2P slots included (`--autoscaler-max-runners`; default: cores).
+    pub max_runners: u32,
+    /// Idle organization runners to keep warm.
+    pub min_idle: u32,
+    /// Idle time before an unneeded runner is retired.
+    #[serde(with = "duration")]
+    pub idle_grace: Duration,
+    /// Time a runner may take to come online before it is torn down.
+    #[serde(with = "duration")]
+    pub bootstrap_timeout: Duration,
+    /// Launch failures in a row after which a provider is stopped (0 = never).
+    pub failure_limit: u32,
+    /// Runner name prefix; GitHub runners with it are ours (orphans are removed).
+    pub name_prefix: String,
+    /// Command (argv, no shell) run as a P2P task for each `p2p-only`/`p2p-eligible` run;
+    /// empty: such runs are counted, not handed over.
+    pub p2p_command: Vec<String>,
+    /// Where runners run, chosen per job by labels (first match in this order).
+    pub providers: Vec<crate::autoscaler::provider::ProviderConfig>,
+}
+
+impl Default for AutoscalerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            owner: None,
+            repos: Vec::new(),
+            interval: Duration::from_secs(60),
+            since_days: 1,
+            max_runners: default_cores() as u32,
+            min_idle: 0,
+            idle_grace: Duration::from_secs(300),
+            bootstrap_timeout: Duration::from_secs(1200),
+            failure_limit: 5,
+            name_prefix: "flotilla".into(),
+            p2p_command: Vec::new(),
+            providers: Vec::new(),
+        }
+    }
 }
 
 /// `[orchestrator]`: which repositories to watch and what to fix.
@@ -481,6 +559,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MCP_P2P_BOOTSTRAP_PEERS", "p2p.bootstrap"),
     ("FLOTILLA_P2P_SECRET", "p2p.secret"),
     ("GITHUB_AUTOSCALER_OWNER", "orchestrator.owner"),
+    ("GITHUB_AUTOSCALER_OWNER", "autoscaler.owner"),
+    ("GITHUB_AUTOSCALER_INTERVAL", "autoscaler.interval"),
     ("FLOTILLA_P2P_ENABLED", "p2p.enabled"),
     ("FLOTILLA_MDNS", "p2p.mdns"),
     ("FLOTILLA_DATA_DIR", "general.data_dir"),
@@ -657,6 +737,7 @@ impl ConfigBuilder {
             "tui",
             "compute",
             "orchestrator",
+            "autoscaler",
         ];
         if !known_sections.contains(&section) || leaf.contains('.') {
             return Err(ConfigError::UnknownKey {
@@ -770,6 +851,24 @@ impl ConfigBuilder {
             && !c.compute.fly_api_url.starts_with("https://")
         {
             return Err(self.invalid("compute.fly_api_url", "must be an http:// or https:// URL"));
+        }
+        if c.autoscaler.interval < Duration::from_secs(1) {
+            return Err(self.invalid("autoscaler.interval", "must be at least 1s"));
+        }
+        if c.autoscaler.name_prefix.is_empty()
+            || !c
+                .autoscaler
+                .name_prefix
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            return Err(self.invalid(
+                "autoscaler.name_prefix",
+                "must be non-empty letters, digits, - or _",
+            ));
+        }
+        if let Err(e) = crate::autoscaler::provider::validate(&c.autoscaler.providers) {
+            return Err(self.invalid("autoscaler.providers", &e.to_string()));
         }
         if !c.github.api_url.starts_with("http://") && !c.github.api_url.starts_with("https://") {
             return Err(self.invalid("github.api_url", "must be an http:// or https:// URL"));

@@ -4,8 +4,8 @@
 //! ratatui console ([`tui`]) and a Model Context Protocol server over stdio ([`mcp`]).
 //! See `docs/architecture.md`.
 
-pub mod cli;
 pub mod autoscaler;
+pub mod cli;
 pub mod clock;
 pub mod compute;
 pub mod config;

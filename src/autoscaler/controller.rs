@@ -32,8 +32,8 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use super::policy::{
-    self, Inputs, JobKey, Limits, P2pDemand, ProviderFacts, QueuedJob, RetireReason,
-    RunnerState, labels,
+    self, Inputs, JobKey, Limits, P2pDemand, ProviderFacts, QueuedJob, RetireReason, RunnerState,
+    labels,
 };
 use super::provider::{InstanceRef, InstanceState, LaunchSpec, Provider};
 use super::store::{AutoscalerStore, NewRunner, RunnerRow, StoreError};
@@ -104,11 +104,14 @@ pub struct P2pHandoff {
 
 /// Where P2P runs go (the engine's queue).
 pub trait P2pSink: Send + Sync {
-    /// Submit one run; returns the mesh workflow id. Called once per run.
+    /// Submit one run; resolves to the mesh workflow id. Called once per run.
     ///
     /// # Errors
     /// A text for the log.
-    fn submit(&self, h: &P2pHandoff) -> Result<String, String>;
+    fn submit<'a>(
+        &'a self,
+        h: &'a P2pHandoff,
+    ) -> super::provider::BoxFut<'a, Result<String, String>>;
 }
 
 /// What one check saw and did.
@@ -334,6 +337,16 @@ impl<'a> Controller<'a> {
         }
     }
 
+    /// Now, by the controller's clock (ms).
+    pub fn clock_now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    /// The store connection.
+    pub fn conn_ref(&self) -> &'a Connection {
+        self.conn
+    }
+
     fn store(&self) -> AutoscalerStore<'a> {
         AutoscalerStore::new(self.conn)
     }
@@ -488,7 +501,9 @@ impl<'a> Controller<'a> {
         for e in &rep.errors {
             tracing::warn!(target: "flotilla::autoscaler", "{e}");
         }
-        let _ = self.store().set_meta("last_api_calls", &rep.api_calls.to_string());
+        let _ = self
+            .store()
+            .set_meta("last_api_calls", &rep.api_calls.to_string());
         rep
     }
 
@@ -505,7 +520,8 @@ impl<'a> Controller<'a> {
         let mut p2p_runs: Vec<P2pHandoff> = Vec::new();
         for repo in &repos {
             let Some((o, n)) = split(repo) else {
-                rep.errors.push(format!("not an owner/name repository: {repo:?}"));
+                rep.errors
+                    .push(format!("not an owner/name repository: {repo:?}"));
                 continue;
             };
             for status in ["queued", "in_progress"] {
@@ -534,7 +550,8 @@ impl<'a> Controller<'a> {
                     let jobs = match self.client.run_jobs(o, n, run.id).await {
                         Ok(j) => j,
                         Err(e) => {
-                            rep.errors.push(format!("{repo}: jobs of run {}: {e}", run.id));
+                            rep.errors
+                                .push(format!("{repo}: jobs of run {}: {e}", run.id));
                             continue;
                         }
                     };
@@ -620,8 +637,10 @@ impl<'a> Controller<'a> {
                 .map_err(|e| e.to_string())?;
         }
         let queued_keys: BTreeSet<&JobKey> = queued.iter().map(|q| &q.0.key).collect();
-        let p2p_keys: BTreeSet<(String, u64)> =
-            p2p_runs.iter().map(|h| (h.repo.clone(), h.run_id)).collect();
+        let p2p_keys: BTreeSet<(String, u64)> = p2p_runs
+            .iter()
+            .map(|h| (h.repo.clone(), h.run_id))
+            .collect();
         let pending = store.pending_jobs().map_err(|e| e.to_string())?;
         let mut rechecks = 0;
         for j in pending {
@@ -660,7 +679,7 @@ impl<'a> Controller<'a> {
             match store.meta(&key).map_err(|e| e.to_string())? {
                 Some(_) => p2p.assigned += 1,
                 None => match &self.p2p {
-                    Some(sink) => match sink.submit(h) {
+                    Some(sink) => match sink.submit(h).await {
                         Ok(wf) => {
                             store.set_meta(&key, &wf).map_err(|e| e.to_string())?;
                             p2p.assigned += 1;
@@ -721,7 +740,9 @@ impl<'a> Controller<'a> {
         for r in &plan.retire {
             if let Some(row) = rows.iter().find(|x| x.id == r.runner) {
                 match self.teardown(row, r.reason.as_str()).await {
-                    Ok(_) => rep.retired.push((row.name.clone(), r.reason.as_str().into())),
+                    Ok(_) => rep
+                        .retired
+                        .push((row.name.clone(), r.reason.as_str().into())),
                     Err(e) => rep.errors.push(format!("retiring {}: {e}", row.name)),
                 }
             }
@@ -834,7 +855,8 @@ impl<'a> Controller<'a> {
                     let online = r.status.as_deref() == Some("online");
                     if r.busy {
                         set(RunnerState::Busy);
-                        let _ = store.set_current_job(&row.id, busy_job.get(&row.name).map(String::as_str));
+                        let _ = store
+                            .set_current_job(&row.id, busy_job.get(&row.name).map(String::as_str));
                     } else if online {
                         set(RunnerState::Idle);
                         let _ = store.set_current_job(&row.id, None);
@@ -1263,14 +1285,19 @@ impl<'a> Controller<'a> {
         let mut n = 0;
         for row in rows {
             if matches!(row.state, RunnerState::Requested | RunnerState::Removing) {
-                match self.teardown(&row, "recovering a half-done operation").await {
+                match self
+                    .teardown(&row, "recovering a half-done operation")
+                    .await
+                {
                     Ok(_) => n += 1,
                     Err(e) => tracing::warn!("autoscaler: recovering {}: {e}", row.name),
                 }
             }
         }
         if n > 0 {
-            tracing::info!("autoscaler: cleaned up {n} half-done runner operation(s) from before the restart");
+            tracing::info!(
+                "autoscaler: cleaned up {n} half-done runner operation(s) from before the restart"
+            );
         }
         n
     }
@@ -1321,8 +1348,11 @@ mod tests {
 
     #[test]
     fn real_workflow_files_are_not_p2p() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/workflows/popular");
-        let Ok(rd) = std::fs::read_dir(&dir) else { return };
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fixtures/workflows/popular");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
         let mut n = 0;
         for e in rd.flatten() {
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
@@ -1349,14 +1379,21 @@ mod tests {
         assert_eq!(l[0], "--- Check #1 at 2025-11-17 14:30:00 ---");
         assert!(l.contains(&"P2P workflows: 3 pending, 2 assigned".to_string()));
         assert!(l.contains(&"Found 2 repos with 4 workflows".to_string()));
-        assert!(l.contains(&"Allocating 3 runners for P2P tasks, 5 for GitHub workflows".to_string()));
+        assert!(
+            l.contains(&"Allocating 3 runners for P2P tasks, 5 for GitHub workflows".to_string())
+        );
         assert!(l.contains(&"✓ Generated 5 runner token(s)".to_string()));
-        assert!(l.contains(&"P2P Summary: 3 pending, 2 assigned, 3 runners allocated for P2P".to_string()));
+        assert!(l.contains(
+            &"P2P Summary: 3 pending, 2 assigned, 3 runners allocated for P2P".to_string()
+        ));
     }
 
     #[test]
     fn scopes_parse() {
-        assert!(matches!(scope_of("repo:a/b"), Some(RunnerScope::Repo { .. })));
+        assert!(matches!(
+            scope_of("repo:a/b"),
+            Some(RunnerScope::Repo { .. })
+        ));
         assert!(matches!(scope_of("org:a"), Some(RunnerScope::Org { .. })));
         assert!(scope_of("repo:ab").is_none());
         assert!(scope_of("x").is_none());

@@ -6,7 +6,7 @@
 //! - [`controller`]: the check loop that gathers the inputs through the GitHub layer, carries
 //!   the plan out and reconciles both ways.
 
+pub mod controller;
 pub mod policy;
 pub mod provider;
 pub mod store;
-pub mod controller;

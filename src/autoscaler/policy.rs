@@ -178,7 +178,9 @@ pub struct RunnerFacts {
 impl RunnerFacts {
     /// Whether GitHub may give this runner a job of `repo`.
     pub fn serves(&self, repo: &str) -> bool {
-        self.scope.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(repo))
+        self.scope
+            .as_deref()
+            .is_none_or(|s| s.eq_ignore_ascii_case(repo))
     }
 }
 
@@ -620,7 +622,11 @@ mod tests {
         let mut r = runner("r1", "local", RunnerState::Idle, 0);
         r.scope = Some("acme/other".into());
         let out = run(&[job(1, LINUX, 0)], &[r.clone()], &p, limits(10), 1);
-        assert_eq!(out.provision.len(), 1, "acme/other's runner cannot take acme/app's job");
+        assert_eq!(
+            out.provision.len(),
+            1,
+            "acme/other's runner cannot take acme/app's job"
+        );
         r.scope = Some("ACME/app".into());
         let out = run(&[job(1, LINUX, 0)], &[r], &p, limits(10), 1);
         assert!(out.provision.is_empty());
@@ -647,8 +653,14 @@ mod tests {
             .collect();
         assert_eq!(got, vec![(1, "gpu"), (3, "cpu")]);
         // The GPU provider is full: job 2 waits; job 4 is GitHub-hosted.
-        assert_eq!(out.deferred.iter().map(|k| k.job_id).collect::<Vec<_>>(), [2]);
-        assert_eq!(out.unmatched.iter().map(|k| k.job_id).collect::<Vec<_>>(), [4]);
+        assert_eq!(
+            out.deferred.iter().map(|k| k.job_id).collect::<Vec<_>>(),
+            [2]
+        );
+        assert_eq!(
+            out.unmatched.iter().map(|k| k.job_id).collect::<Vec<_>>(),
+            [4]
+        );
     }
 
     #[test]

@@ -68,11 +68,69 @@ pub trait Provider: Send + Sync {
     /// Max.
     fn max_runners(&self) -> Option<u32>;
     /// Launch.
-    fn launch<'a>(&'a self, spec: &'a LaunchSpec) -> BoxFut<'a, Result<InstanceRef, ProviderError>>;
+    fn launch<'a>(&'a self, spec: &'a LaunchSpec)
+    -> BoxFut<'a, Result<InstanceRef, ProviderError>>;
     /// State.
-    fn state<'a>(&'a self, inst: &'a InstanceRef) -> BoxFut<'a, Result<InstanceState, ProviderError>>;
+    fn state<'a>(
+        &'a self,
+        inst: &'a InstanceRef,
+    ) -> BoxFut<'a, Result<InstanceState, ProviderError>>;
     /// Stop.
     fn stop<'a>(&'a self, inst: &'a InstanceRef) -> BoxFut<'a, Result<(), ProviderError>>;
     /// List.
     fn list(&self) -> BoxFut<'_, Result<Vec<InstanceRef>, ProviderError>>;
+}
+
+/// Provider kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Local.
+    Local,
+    /// Fly.
+    Fly,
+}
+
+/// Provider config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: ProviderKind,
+    /// Labels.
+    pub labels: Vec<String>,
+    /// Command.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Max.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runners: Option<u32>,
+}
+
+/// Validate.
+pub fn validate(list: &[ProviderConfig]) -> Result<(), ProviderError> {
+    let _ = list;
+    Ok(())
+}
+
+/// Build context.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// State dir.
+    pub state_dir: std::path::PathBuf,
+    /// Fly.
+    pub fly: Option<crate::compute::FlyConfig>,
+}
+
+/// Build.
+pub fn build(
+    cfg: &ProviderConfig,
+    ctx: &BuildContext,
+) -> Result<std::sync::Arc<dyn Provider>, ProviderError> {
+    let _ = (cfg, ctx);
+    Err(ProviderError(
+        "providers land with the providers branch".into(),
+    ))
 }

@@ -350,7 +350,10 @@ impl<'c> AutoscalerStore<'c> {
                 ""
             }
         );
-        let mut st = self.conn.prepare(&sql).map_err(classify("listing runners"))?;
+        let mut st = self
+            .conn
+            .prepare(&sql)
+            .map_err(classify("listing runners"))?;
         let rows = st
             .query_map([], runner_row)
             .map_err(classify("listing runners"))?
@@ -556,13 +559,7 @@ impl<'c> AutoscalerStore<'c> {
             .execute(
                 "UPDATE as_jobs SET state = ?3, started_at = ?4, runner_name = ?5 \
                  WHERE repo = ?1 AND job_id = ?2 AND state = 'pending'",
-                params![
-                    key.repo,
-                    key.job_id as i64,
-                    state,
-                    started_at,
-                    runner_name
-                ],
+                params![key.repo, key.job_id as i64, state, started_at, runner_name],
             )
             .map_err(classify("recording a job that left the queue"))?;
         Ok(())
@@ -682,10 +679,7 @@ impl<'c> AutoscalerStore<'c> {
     /// # Errors
     /// [`StoreError`].
     pub fn counter(&self, key: &str) -> Result<u64> {
-        Ok(self
-            .meta(key)?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
+        Ok(self.meta(key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 
     /// Add to a counter; returns the new value.
@@ -784,7 +778,8 @@ mod tests {
         assert_eq!(s.job(&k(1)).unwrap().unwrap().last_seen, 5_000);
         s.set_job_launched(&k(1), 1_500).unwrap();
         s.set_job_launched(&k(2), 4_000).unwrap();
-        s.set_job_left(&k(1), Some(3_000), Some("flotilla-x")).unwrap();
+        s.set_job_left(&k(1), Some(3_000), Some("flotilla-x"))
+            .unwrap();
         s.set_job_left(&k(3), None, None).unwrap();
         let p = s.pending_jobs().unwrap();
         assert_eq!(p.len(), 1);

@@ -18,6 +18,8 @@ pub enum Source {
     Mcp,
     /// A one-shot CLI call.
     Cli,
+    /// The autoscaler (P2P workflows it hands to the mesh).
+    Autoscaler,
 }
 
 impl Source {
@@ -27,6 +29,7 @@ impl Source {
             Source::Tui => "tui",
             Source::Mcp => "mcp",
             Source::Cli => "cli",
+            Source::Autoscaler => "autoscaler",
         }
     }
 }
@@ -193,6 +196,43 @@ pub enum Command {
         /// Raw job log.
         text: String,
     },
+    /// Runners the autoscaler manages, newest first.
+    ListRunners {
+        /// Include runners that are gone.
+        include_gone: bool,
+    },
+    /// Start `count` ephemeral runners for a repository (JIT config, first provider whose
+    /// labels cover `labels`).
+    ProvisionRunner {
+        /// `owner/name`.
+        repo: String,
+        /// Labels the runners must offer (empty: the first provider's).
+        labels: Vec<String>,
+        /// How many (1..=100).
+        count: u32,
+    },
+    /// Remove a runner: stop its instance, unregister it at GitHub. A busy runner is refused
+    /// (drain it). `dry_run` only says what would happen.
+    RemoveRunner {
+        /// Runner id.
+        runner_id: String,
+        /// Describe only.
+        dry_run: bool,
+    },
+    /// Give a runner no new work and retire it once idle.
+    DrainRunner {
+        /// Runner id.
+        runner_id: String,
+    },
+    /// Pause (no new runners; clean-up goes on) or resume the autoscaler.
+    PauseAutoscaler {
+        /// Pause when true, resume when false.
+        paused: bool,
+    },
+    /// Run an autoscaler check now.
+    CheckAutoscaler,
+    /// Autoscaler figures.
+    GetAutoscalerStatus,
 }
 
 impl Command {
@@ -225,6 +265,13 @@ impl Command {
             Command::ApplyFix { .. } => CommandKind::ApplyFix,
             Command::IgnoreIssue { .. } => CommandKind::IgnoreIssue,
             Command::ClassifyLog { .. } => CommandKind::ClassifyLog,
+            Command::ListRunners { .. } => CommandKind::ListRunners,
+            Command::ProvisionRunner { .. } => CommandKind::ProvisionRunner,
+            Command::RemoveRunner { .. } => CommandKind::RemoveRunner,
+            Command::DrainRunner { .. } => CommandKind::DrainRunner,
+            Command::PauseAutoscaler { .. } => CommandKind::PauseAutoscaler,
+            Command::CheckAutoscaler => CommandKind::CheckAutoscaler,
+            Command::GetAutoscalerStatus => CommandKind::GetAutoscalerStatus,
         }
     }
 
@@ -878,4 +925,128 @@ pub enum Reply {
     Issue(Box<IssueView>),
     /// See [`Classified`].
     Classified(Classified),
+    /// See [`RunnerList`].
+    Runners(RunnerList),
+    /// See [`RunnerRemoved`].
+    RunnerRemoved(RunnerRemoved),
+    /// See [`AutoscalerStatus`].
+    Autoscaler(Box<AutoscalerStatus>),
+    /// A command that changed a switch: what it did.
+    Done(Done),
+}
+
+/// A runner as the faces show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct RunnerView {
+    /// Our id (`run-...`).
+    pub id: String,
+    /// Name at GitHub.
+    pub name: String,
+    /// `repo:owner/name` or `org:owner`.
+    pub scope: String,
+    /// Labels it registers with.
+    pub labels: Vec<String>,
+    /// Provider name.
+    pub provider: String,
+    /// requested, provisioning, idle, busy, offline, removing, gone, failed.
+    pub state: String,
+    /// Job it runs (GitHub's job name), if busy.
+    pub job: Option<String>,
+    /// Job it was started for (`owner/name#job_id`).
+    pub for_job: Option<String>,
+    /// Requested at, RFC 3339.
+    pub started_at: String,
+    /// In its state since, RFC 3339.
+    pub state_since: String,
+    /// GitHub runner id, once registered.
+    pub github_id: Option<u64>,
+    /// Marked to drain.
+    pub draining: bool,
+    /// Last problem.
+    pub last_error: Option<String>,
+}
+
+/// Reply to [`Command::ListRunners`] and [`Command::ProvisionRunner`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RunnerList {
+    /// Runners.
+    pub runners: Vec<RunnerView>,
+}
+
+/// Reply to [`Command::RemoveRunner`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RunnerRemoved {
+    /// Runner id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Steps taken (or, dry, planned).
+    pub steps: Vec<String>,
+    /// Nothing was done.
+    pub dry_run: bool,
+    /// State after.
+    pub state: String,
+}
+
+/// One provider in [`AutoscalerStatus`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ProviderView {
+    /// Name.
+    pub name: String,
+    /// `local` or `fly`.
+    pub kind: String,
+    /// Labels.
+    pub labels: Vec<String>,
+    /// Its cap.
+    pub max_runners: Option<u32>,
+    /// Launch failures in a row.
+    pub failures_in_a_row: u32,
+    /// Gets no new runners (failure limit or back-off).
+    pub stopped: bool,
+    /// Last failure.
+    pub last_error: Option<String>,
+}
+
+/// Reply to [`Command::GetAutoscalerStatus`].
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct AutoscalerStatus {
+    /// Running (GitHub on, not disabled).
+    pub enabled: bool,
+    /// Why not, when off.
+    pub reason: Option<String>,
+    /// Paused by an operator.
+    pub paused: bool,
+    /// Watched owner.
+    pub owner: Option<String>,
+    /// Checks so far (survives restarts).
+    pub checks: u64,
+    /// Jobs waiting for a runner.
+    pub pending_jobs: u64,
+    /// Live runners per state.
+    pub runners_by_state: std::collections::BTreeMap<String, u64>,
+    /// Last check, RFC 3339.
+    pub last_check: Option<String>,
+    /// Poll interval, seconds.
+    pub interval_s: u64,
+    /// Max runners.
+    pub max_runners: u32,
+    /// Median queued → started at GitHub, seconds (last 100 jobs).
+    pub queue_wait_p50_s: Option<f64>,
+    /// Median queued → our runner launched, seconds (last 100 jobs).
+    pub startup_p50_s: Option<f64>,
+    /// Orphan runners/instances removed so far.
+    pub orphans_removed: u64,
+    /// GitHub requests made by the last check.
+    pub api_calls_last_check: u64,
+    /// Core rate limit remaining, if known.
+    pub rate_limit_remaining: Option<u64>,
+    /// Providers.
+    pub providers: Vec<ProviderView>,
+}
+
+/// Reply to switch commands.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Done {
+    /// What changed.
+    pub message: String,
 }

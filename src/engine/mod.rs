@@ -6,6 +6,7 @@
 //! applies it, writes what must survive to SQLite *before* replying, and publishes a new
 //! [`Snapshot`] (watch channel) and [`Event`]s (broadcast channel).
 
+pub mod autoscale;
 pub mod command;
 pub mod compute;
 pub mod github;
@@ -136,6 +137,8 @@ pub struct EngineOptions {
     pub p2p: crate::config::P2pConfig,
     /// Orchestrator settings.
     pub orchestrator: crate::config::OrchestratorConfig,
+    /// Autoscaler settings.
+    pub autoscaler: crate::config::AutoscalerConfig,
 }
 
 impl EngineOptions {
@@ -158,6 +161,7 @@ impl EngineOptions {
             github: c.github.clone(),
             p2p: c.p2p.clone(),
             orchestrator: c.orchestrator.clone(),
+            autoscaler: c.autoscaler.clone(),
         }
     }
 }
@@ -295,6 +299,7 @@ pub struct Engine {
     github: GithubState,
     mesh: MeshState,
     orch: Result<orch::OrchestratorHandle, String>,
+    autoscaler: Result<autoscale::AutoscalerHandle, String>,
     self_tx: mpsc::Sender<Msg>,
     vm_rows: usize,
 }
@@ -359,6 +364,7 @@ impl Engine {
             github: GithubState::Starting,
             mesh: MeshState::Starting,
             orch: Err("waits for the GitHub layer (a token)".into()),
+            autoscaler: Err("waits for the GitHub layer (a token)".into()),
             self_tx: tx.clone(),
             vm_rows: 0,
         };
@@ -520,6 +526,7 @@ impl Engine {
                         }
                         if let Ok(svc) = &r {
                             self.start_orchestrator(svc);
+                            self.start_autoscaler(svc);
                         }
                         self.github = match r {
                             Ok(svc) => GithubState::On(svc),
@@ -585,7 +592,9 @@ impl Engine {
         // A dry run changes nothing: it passes the gate like a read.
         let dry_run = matches!(
             env.cmd,
-            Command::TerminateVm { dry_run: true, .. } | Command::ApplyFix { dry_run: true, .. }
+            Command::TerminateVm { dry_run: true, .. }
+                | Command::ApplyFix { dry_run: true, .. }
+                | Command::RemoveRunner { dry_run: true, .. }
         );
         let gate = if dry_run {
             Ok(())
@@ -600,6 +609,9 @@ impl Engine {
         }
         if gate.is_ok() && kind == CommandKind::ApplyFix {
             return self.run_fix(env);
+        }
+        if gate.is_ok() && is_autoscaler(kind) && kind != CommandKind::ListRunners {
+            return self.run_autoscaler(env);
         }
         let result = gate
             .map_err(EngineError::from)
@@ -672,6 +684,83 @@ impl Engine {
             Ok(_) => info!("orchestrator watching failed runs"),
             Err(why) => info!("orchestrator idle: {why}"),
         }
+    }
+
+    fn autoscale_options(&self) -> autoscale::AutoscaleOptions {
+        autoscale::AutoscaleOptions {
+            cfg: self.opts.autoscaler.clone(),
+            compute: self.opts.compute.clone(),
+            db_path: self.opts.db_path.clone(),
+            data_dir: self.opts.data_dir.clone(),
+        }
+    }
+
+    fn start_autoscaler(&mut self, gh: &github::GithubService) {
+        if !self.opts.autoscaler.enabled {
+            self.autoscaler = Err("off (--disable-autoscaler)".into());
+            return;
+        }
+        if self.opts.read_only {
+            self.autoscaler = Err("off in read-only mode".into());
+            return;
+        }
+        let notify = self.self_tx.clone();
+        let sink: Arc<dyn crate::autoscaler::controller::P2pSink> = Arc::new(P2pQueue {
+            tx: self.self_tx.clone(),
+            command: self.opts.autoscaler.p2p_command.clone(),
+        });
+        self.autoscaler = autoscale::start(
+            gh.client().clone(),
+            self.autoscale_options(),
+            self.clock.clone(),
+            Some(sink),
+            move || {
+                let _ = notify.try_send(Msg::Refresh);
+            },
+        );
+        match &self.autoscaler {
+            Ok(_) => info!(
+                owner = ?self.opts.autoscaler.owner,
+                interval = %crate::config::duration::format(self.opts.autoscaler.interval),
+                max_runners = self.opts.autoscaler.max_runners,
+                "✓ GitHub Actions autoscaler started"
+            ),
+            Err(why) => info!("autoscaler off: {why}"),
+        }
+    }
+
+    /// Autoscaler commands call GitHub and providers: off the actor, on its thread.
+    fn run_autoscaler(&mut self, env: Envelope) {
+        let handle = match &self.autoscaler {
+            Ok(h) => h.clone(),
+            Err(why) => {
+                let r = if env.cmd.kind() == CommandKind::GetAutoscalerStatus {
+                    autoscale::status_from_store(self.store.conn(), &self.autoscale_options())
+                        .map(|mut st| {
+                            st.reason = Some(why.clone());
+                            Reply::Autoscaler(Box::new(st))
+                        })
+                        .map_err(|e| EngineError::Invalid(e.to_string()))
+                } else {
+                    Err(EngineError::Invalid(format!(
+                        "the autoscaler is off: {why}"
+                    )))
+                };
+                let _ = env.reply.send(r);
+                return;
+            }
+        };
+        let notify = self.self_tx.clone();
+        tokio::spawn(async move {
+            let kind = env.cmd.kind();
+            let r = handle.execute(env.cmd).await;
+            match &r {
+                Ok(_) => info!(command = kind.name(), source = env.source.as_str(), "done"),
+                Err(e) => info!(command = kind.name(), "refused or failed: {e}"),
+            }
+            let _ = env.reply.send(r);
+            let _ = notify.send(Msg::Refresh).await;
+        });
     }
 
     /// Fixes call GitHub: run them off the actor.
@@ -1114,6 +1203,21 @@ impl Engine {
                         .collect(),
                 }))
             }
+            Command::ListRunners { include_gone } => {
+                let rows = crate::autoscaler::store::AutoscalerStore::new(self.store.conn())
+                    .runners(!include_gone)?;
+                Ok(Reply::Runners(RunnerList {
+                    runners: rows.iter().map(autoscale::runner_view).collect(),
+                }))
+            }
+            Command::ProvisionRunner { .. }
+            | Command::RemoveRunner { .. }
+            | Command::DrainRunner { .. }
+            | Command::PauseAutoscaler { .. }
+            | Command::CheckAutoscaler
+            | Command::GetAutoscalerStatus => Err(EngineError::Invalid(
+                "autoscaler commands run on the autoscaler's thread".into(),
+            )),
             other => Err(EngineError::Invalid(format!(
                 "{} is handled by its service",
                 other.kind().name()
@@ -1501,7 +1605,27 @@ impl Engine {
                 ),
                 GithubState::Off(why) => h("github", "disabled", why.replace('\n', " ")),
             },
-            h("autoscaler", "disabled", "not in this build yet".into()),
+            match &self.autoscaler {
+                Ok(_) => h(
+                    "autoscaler",
+                    "ok",
+                    format!(
+                        "watching {} every {}, max {} runner(s), {} provider(s)",
+                        if self.opts.autoscaler.repos.is_empty() {
+                            format!(
+                                "repos of {}",
+                                self.opts.autoscaler.owner.as_deref().unwrap_or("?")
+                            )
+                        } else {
+                            self.opts.autoscaler.repos.join(", ")
+                        },
+                        crate::config::duration::format(self.opts.autoscaler.interval),
+                        self.opts.autoscaler.max_runners,
+                        self.opts.autoscaler.providers.len()
+                    ),
+                ),
+                Err(why) => h("autoscaler", "disabled", why.clone()),
+            },
             match &self.compute {
                 Ok(_) => h(
                     "compute",
@@ -1669,10 +1793,98 @@ impl Engine {
                 GithubState::On(svc) => Some(svc.view()),
                 _ => None,
             },
+            runners: self.runner_feed(),
             ..Snapshot::default()
         };
         self.snap_tx.send_replace(Arc::new(snap));
         self.dirty = false;
+    }
+}
+
+impl Engine {
+    fn runner_feed(&self) -> snapshot::RunnerFeed {
+        use crate::autoscaler::store::AutoscalerStore;
+        match &self.autoscaler {
+            Err(why) => {
+                let mut off = snapshot::off_runners();
+                off.enable = format!("{why}; {}", off.enable);
+                snapshot::RunnerFeed::Off(off)
+            }
+            Ok(_) => {
+                let s = AutoscalerStore::new(self.store.conn());
+                let all = s.runners(false).unwrap_or_default();
+                let (live, gone): (Vec<_>, Vec<_>) = all
+                    .iter()
+                    .partition(|r| r.state != crate::autoscaler::policy::RunnerState::Gone);
+                let rows = live
+                    .into_iter()
+                    .chain(gone.into_iter().take(20))
+                    .map(autoscale::runner_view)
+                    .collect();
+                snapshot::RunnerFeed::On {
+                    rows,
+                    paused: s.meta("paused").ok().flatten().as_deref() == Some("true"),
+                    pending_jobs: s
+                        .pending_jobs()
+                        .map(|v| v.iter().filter(|j| !j.p2p).count() as u64)
+                        .unwrap_or(0),
+                    checks: s.counter("checks").unwrap_or(0),
+                    max_runners: self.opts.autoscaler.max_runners,
+                }
+            }
+        }
+    }
+}
+
+/// The autoscaler's door into the queue: P2P-tagged GitHub runs become workflows here.
+struct P2pQueue {
+    tx: mpsc::Sender<Msg>,
+    command: Vec<String>,
+}
+
+impl crate::autoscaler::controller::P2pSink for P2pQueue {
+    fn submit<'a>(
+        &'a self,
+        h: &'a crate::autoscaler::controller::P2pHandoff,
+    ) -> crate::autoscaler::provider::BoxFut<'a, Result<String, String>> {
+        Box::pin(async move {
+            if self.command.is_empty() {
+                return Err("no autoscaler.p2p_command configured to run it".into());
+            }
+            let mut env = std::collections::BTreeMap::new();
+            env.insert("FLOTILLA_GH_REPO".to_string(), h.repo.clone());
+            env.insert("FLOTILLA_GH_RUN_ID".to_string(), h.run_id.to_string());
+            env.insert("FLOTILLA_GH_WORKFLOW".to_string(), h.workflow_path.clone());
+            if let Some(sha) = &h.head_sha {
+                env.insert("FLOTILLA_GH_SHA".to_string(), sha.clone());
+            }
+            let spec = crate::sched::workflow::WorkflowSpec {
+                name: format!("{} {} #{}", h.repo, h.workflow, h.run_id),
+                tag: h.tag,
+                priority: 100,
+                tasks: vec![crate::sched::workflow::TaskSpec {
+                    command: self.command.clone(),
+                    env,
+                    timeout_s: None,
+                    requires: Vec::new(),
+                }],
+            };
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Msg::Exec(Envelope {
+                    cmd: Command::SubmitWorkflow(spec),
+                    confirmed: false,
+                    source: Source::Autoscaler,
+                    reply,
+                }))
+                .await
+                .map_err(|_| "the engine has stopped".to_string())?;
+            match rx.await.map_err(|_| "the engine has stopped".to_string())? {
+                Ok(Reply::Submitted(s)) => Ok(s.workflow_id),
+                Ok(_) => Err("unexpected reply".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
     }
 }
 
@@ -1714,6 +1926,19 @@ fn issue_view(i: &crate::orchestrator::store::StoredIssue) -> IssueView {
         github_issue: i.github_issue_number,
         reruns: i.reruns,
     }
+}
+
+fn is_autoscaler(kind: CommandKind) -> bool {
+    matches!(
+        kind,
+        CommandKind::ListRunners
+            | CommandKind::ProvisionRunner
+            | CommandKind::RemoveRunner
+            | CommandKind::DrainRunner
+            | CommandKind::PauseAutoscaler
+            | CommandKind::CheckAutoscaler
+            | CommandKind::GetAutoscalerStatus
+    )
 }
 
 fn is_github(kind: CommandKind) -> bool {

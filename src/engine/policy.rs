@@ -80,11 +80,25 @@ pub enum CommandKind {
     IgnoreIssue,
     /// Classify a log text.
     ClassifyLog,
+    /// List autoscaler runners.
+    ListRunners,
+    /// Start runners.
+    ProvisionRunner,
+    /// Remove a runner.
+    RemoveRunner,
+    /// Drain a runner.
+    DrainRunner,
+    /// Pause or resume the autoscaler.
+    PauseAutoscaler,
+    /// Run a check now.
+    CheckAutoscaler,
+    /// Autoscaler figures.
+    GetAutoscalerStatus,
 }
 
 impl CommandKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [CommandKind; 26] = [
+    pub const ALL: [CommandKind; 33] = [
         CommandKind::SubmitWorkflow,
         CommandKind::CancelWorkflow,
         CommandKind::SetTaskPriority,
@@ -111,16 +125,23 @@ impl CommandKind {
         CommandKind::ApplyFix,
         CommandKind::IgnoreIssue,
         CommandKind::ClassifyLog,
+        CommandKind::ListRunners,
+        CommandKind::ProvisionRunner,
+        CommandKind::RemoveRunner,
+        CommandKind::DrainRunner,
+        CommandKind::PauseAutoscaler,
+        CommandKind::CheckAutoscaler,
+        CommandKind::GetAutoscalerStatus,
     ];
 
     /// The policy table.
     pub fn danger(self) -> Danger {
         use CommandKind::*;
         match self {
-            SubmitWorkflow | SetTaskPriority | ProvisionVm | ExtendVmActivity | IgnoreIssue => {
-                Danger::Write
-            }
-            CancelWorkflow | TerminateVm | ApplyFix => Danger::Destructive,
+            SubmitWorkflow | SetTaskPriority | ProvisionVm | ExtendVmActivity | IgnoreIssue
+            | ProvisionRunner | DrainRunner | PauseAutoscaler | CheckAutoscaler => Danger::Write,
+            CancelWorkflow | TerminateVm | ApplyFix | RemoveRunner => Danger::Destructive,
+            ListRunners | GetAutoscalerStatus => Danger::Read,
             ListOrchestratorIssues | GetIssueEvidence | ClassifyLog => Danger::Read,
             ListWorkflows | GetWorkflowStatus | GetTaskOutput | GetSystemStatus
             | GetServiceHealth | GetRecentLogs | SearchLogs | DetectHardware | ListVms
@@ -159,6 +180,13 @@ impl CommandKind {
             ApplyFix => "apply_fix",
             IgnoreIssue => "ignore_issue",
             ClassifyLog => "classify_log",
+            ListRunners => "list_runners",
+            ProvisionRunner => "provision_runner",
+            RemoveRunner => "remove_runner",
+            DrainRunner => "drain_runner",
+            PauseAutoscaler => "pause_autoscaler",
+            CheckAutoscaler => "check_autoscaler",
+            GetAutoscalerStatus => "get_autoscaler_status",
         }
     }
 }

@@ -116,6 +116,26 @@ pub enum VmFeed {
     },
 }
 
+/// The Runners pane's feed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunnerFeed {
+    /// The autoscaler is not running.
+    Off(OffFeed),
+    /// Runners (live ones, then the most recently gone), and the header figures.
+    On {
+        /// Runners, newest first.
+        rows: Vec<crate::engine::command::RunnerView>,
+        /// Paused by an operator.
+        paused: bool,
+        /// Jobs waiting for a runner.
+        pending_jobs: u64,
+        /// Checks so far.
+        checks: u64,
+        /// Most runners.
+        max_runners: u32,
+    },
+}
+
 /// The Issues pane's feed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IssueFeed {
@@ -139,7 +159,7 @@ pub struct Snapshot {
     /// Store-wide counts.
     pub counts: Counts,
     /// Runners pane feed.
-    pub runners: OffFeed,
+    pub runners: RunnerFeed,
     /// VMs pane feed.
     pub vms: VmFeed,
     /// Issues pane feed.
@@ -162,7 +182,7 @@ impl Default for Snapshot {
             node: NodeView::default(),
             queue: Vec::new(),
             counts: Counts::default(),
-            runners: off_runners(),
+            runners: RunnerFeed::Off(off_runners()),
             vms: VmFeed::Off(off_vms()),
             issues: IssueFeed::Off(off_issues()),
             health: Vec::new(),
@@ -177,8 +197,8 @@ impl Default for Snapshot {
 pub fn off_runners() -> OffFeed {
     OffFeed {
         feeds_from: "the autoscaler: ephemeral self-hosted runners for queued GitHub jobs".into(),
-        enable: "needs a GitHub token (GH_TOKEN or `gh auth login`) and [autoscaler] owner; \
-                 not available in this build yet"
+        enable: "needs a GitHub token (GH_TOKEN or `gh auth login`) and --autoscaler-owner \
+                 (GITHUB_AUTOSCALER_OWNER); runners start through [[autoscaler.providers]]"
             .into(),
     }
 }

@@ -45,6 +45,13 @@ pub const TOOL_TABLE: &[(&str, CommandKind)] = &[
     ("apply_fix", CommandKind::ApplyFix),
     ("ignore_issue", CommandKind::IgnoreIssue),
     ("classify_log", CommandKind::ClassifyLog),
+    ("list_runners", CommandKind::ListRunners),
+    ("gh_provision_runner", CommandKind::ProvisionRunner),
+    ("remove_runner", CommandKind::RemoveRunner),
+    ("drain_runner", CommandKind::DrainRunner),
+    ("pause_autoscaler", CommandKind::PauseAutoscaler),
+    ("check_autoscaler", CommandKind::CheckAutoscaler),
+    ("get_autoscaler_status", CommandKind::GetAutoscalerStatus),
 ];
 
 /// The command kind behind a tool name.
@@ -193,6 +200,60 @@ pub struct TerminateVmArgs {
     /// Only say what would happen.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// Arguments of `list_runners`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct ListRunnersArgs {
+    /// Include runners that are gone (default false).
+    #[serde(default)]
+    pub include_gone: bool,
+}
+
+/// Arguments of `gh_provision_runner`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ProvisionRunnerArgs {
+    /// Repository, `owner/name` (an organization owner's runners are registered to the
+    /// organization).
+    pub repo: String,
+    /// Labels the runners must offer, e.g. ["self-hosted", "linux"] (default: the first
+    /// provider's labels).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// How many, 1..=100 (default 1).
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Arguments of `remove_runner`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct RemoveRunnerArgs {
+    /// Runner id (`run-...`, from list_runners).
+    pub id: String,
+    /// Must be true to remove (not needed for a dry run).
+    #[serde(default)]
+    pub confirm: bool,
+    /// Only say what would happen.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// A runner id.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct RunnerIdArgs {
+    /// Runner id (`run-...`).
+    pub id: String,
+}
+
+/// Arguments of `pause_autoscaler`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PauseArgs {
+    /// true pauses (no new runners; clean-up goes on), false resumes.
+    pub paused: bool,
 }
 
 /// A VM id.
@@ -743,6 +804,112 @@ impl FlotillaMcp {
             .await?
         {
             Reply::Classified(c) => Ok(Json(c)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Self-hosted runners the autoscaler manages: id, name, scope, labels, provider, state,
+    /// job, started_at.
+    #[tool(name = "list_runners")]
+    async fn list_runners(
+        &self,
+        Parameters(a): Parameters<ListRunnersArgs>,
+    ) -> Result<Json<RunnerList>, String> {
+        match self
+            .run(
+                Command::ListRunners {
+                    include_gone: a.include_gone,
+                },
+                false,
+            )
+            .await?
+        {
+            Reply::Runners(r) => Ok(Json(r)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Start ephemeral self-hosted runners for a repository now (one JIT config each),
+    /// within the autoscaler's max runners.
+    #[tool(name = "gh_provision_runner")]
+    async fn gh_provision_runner(
+        &self,
+        Parameters(a): Parameters<ProvisionRunnerArgs>,
+    ) -> Result<Json<RunnerList>, String> {
+        let cmd = Command::ProvisionRunner {
+            repo: a.repo,
+            labels: a.labels,
+            count: a.count,
+        };
+        match self.run(cmd, false).await? {
+            Reply::Runners(r) => Ok(Json(r)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Remove a runner: stop its instance and unregister it at GitHub. A busy runner is
+    /// refused (drain it). Destructive: needs confirm=true; dry_run=true only says what would
+    /// happen.
+    #[tool(name = "remove_runner")]
+    async fn remove_runner(
+        &self,
+        Parameters(a): Parameters<RemoveRunnerArgs>,
+    ) -> Result<Json<RunnerRemoved>, String> {
+        let cmd = Command::RemoveRunner {
+            runner_id: a.id,
+            dry_run: a.dry_run,
+        };
+        match self.run(cmd, a.confirm).await? {
+            Reply::RunnerRemoved(r) => Ok(Json(r)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Drain a runner: it gets no new work and is retired once idle.
+    #[tool(name = "drain_runner")]
+    async fn drain_runner(
+        &self,
+        Parameters(a): Parameters<RunnerIdArgs>,
+    ) -> Result<Json<Done>, String> {
+        match self
+            .run(Command::DrainRunner { runner_id: a.id }, false)
+            .await?
+        {
+            Reply::Done(d) => Ok(Json(d)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Pause (no new runners; clean-up goes on) or resume the autoscaler.
+    #[tool(name = "pause_autoscaler")]
+    async fn pause_autoscaler(
+        &self,
+        Parameters(a): Parameters<PauseArgs>,
+    ) -> Result<Json<Done>, String> {
+        match self
+            .run(Command::PauseAutoscaler { paused: a.paused }, false)
+            .await?
+        {
+            Reply::Done(d) => Ok(Json(d)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Check the queues now instead of waiting for the next interval.
+    #[tool(name = "check_autoscaler")]
+    async fn check_autoscaler(&self) -> Result<Json<Done>, String> {
+        match self.run(Command::CheckAutoscaler, false).await? {
+            Reply::Done(d) => Ok(Json(d)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// The autoscaler: enabled, owner, checks, pending jobs, runners by state, last check,
+    /// queue-wait and startup medians (s), orphans removed, API calls of the last check.
+    #[tool(name = "get_autoscaler_status")]
+    async fn get_autoscaler_status(&self) -> Result<Json<AutoscalerStatus>, String> {
+        match self.run(Command::GetAutoscalerStatus, false).await? {
+            Reply::Autoscaler(s) => Ok(Json(*s)),
             r => Err(unexpected(r)),
         }
     }

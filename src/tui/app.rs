@@ -11,8 +11,9 @@ use tui_logger::{TuiWidgetEvent, TuiWidgetState};
 use super::keymap::{Keymap, Pane, action, key_of};
 use crate::clock::Millis;
 use crate::engine::command::IssueView;
+use crate::engine::command::RunnerView;
 use crate::engine::command::{Submitted, TaskOutput};
-use crate::engine::snapshot::{IssueFeed, QueueRow, VmFeed, VmRow};
+use crate::engine::snapshot::{IssueFeed, QueueRow, RunnerFeed, VmFeed, VmRow};
 use crate::engine::{Command, CommandKind, Danger, Policy, Reply, Snapshot};
 use crate::sched::workflow::{MAX_PRIORITY, TaskState};
 
@@ -346,6 +347,38 @@ fn selected_issue<'a>(ui: &UiState, snap: &'a Snapshot) -> Option<&'a IssueView>
         .copied()
 }
 
+/// Text a runner row is filtered on.
+pub fn runner_row_text(r: &RunnerView) -> String {
+    format!(
+        "{} {} {} {} {} {} {}",
+        r.name,
+        r.id,
+        r.scope,
+        r.provider,
+        r.state,
+        r.labels.join(","),
+        r.job.as_deref().unwrap_or("")
+    )
+}
+
+/// The Runners rows after the pane's filter.
+pub fn runner_rows<'a>(ui: &UiState, snap: &'a Snapshot) -> Vec<&'a RunnerView> {
+    let f = ui.filter(Pane::Runners);
+    match &snap.runners {
+        RunnerFeed::On { rows, .. } => rows
+            .iter()
+            .filter(|r| f.is_none_or(|f| f.keeps(&runner_row_text(r))))
+            .collect(),
+        RunnerFeed::Off(_) => Vec::new(),
+    }
+}
+
+fn selected_runner<'a>(ui: &UiState, snap: &'a Snapshot) -> Option<&'a RunnerView> {
+    runner_rows(ui, snap)
+        .get(ui.selected[Pane::Runners.index()])
+        .copied()
+}
+
 fn selected_vm<'a>(ui: &UiState, snap: &'a Snapshot) -> Option<&'a VmRow> {
     vm_rows(ui, snap)
         .get(ui.selected[Pane::Vms.index()])
@@ -357,6 +390,7 @@ pub fn row_count(ui: &UiState, snap: &Snapshot, pane: Pane) -> usize {
     match pane {
         Pane::Queue => queue_rows(ui, snap).len(),
         Pane::Vms => vm_rows(ui, snap).len(),
+        Pane::Runners => runner_rows(ui, snap).len(),
         Pane::Issues => issue_rows(ui, snap).len(),
         Pane::Peers => 1,
         _ => 0,
@@ -820,6 +854,83 @@ fn on_normal_key(ui: &mut UiState, k: KeyEvent, snap: &Snapshot, now: Millis) ->
             }
             None => ui.say("no VM selected", Level::Error, now),
         },
+        "runner.provision" => {
+            if ui.policy.permits(CommandKind::ProvisionRunner) {
+                // The repository and count are typed on the command line.
+                ui.mode = Mode::Command("runners-provision ".into());
+            } else {
+                ui.say(
+                    "provision runners: refused, flotilla runs read-only",
+                    Level::Error,
+                    now,
+                );
+            }
+        }
+        "runner.remove" => match selected_runner(ui, snap) {
+            Some(r) => {
+                let (id, body) = (
+                    r.id.clone(),
+                    format!(
+                        "Remove runner {} ({}, {})?\nIts instance on {} is stopped and it is \
+                         unregistered at GitHub. A busy runner is refused: drain it instead.",
+                        r.name, r.state, r.scope, r.provider
+                    ),
+                );
+                return gated(
+                    ui,
+                    CommandKind::RemoveRunner,
+                    Command::RemoveRunner {
+                        runner_id: id.clone(),
+                        dry_run: false,
+                    },
+                    format!("remove {id}"),
+                    body,
+                    now,
+                );
+            }
+            None => ui.say("no runner selected", Level::Error, now),
+        },
+        "runner.drain" => match selected_runner(ui, snap) {
+            Some(r) => {
+                let id = r.id.clone();
+                return gated(
+                    ui,
+                    CommandKind::DrainRunner,
+                    Command::DrainRunner {
+                        runner_id: id.clone(),
+                    },
+                    format!("drain {id}"),
+                    String::new(),
+                    now,
+                );
+            }
+            None => ui.say("no runner selected", Level::Error, now),
+        },
+        "autoscaler.pause" => {
+            let paused = matches!(&snap.runners, RunnerFeed::On { paused: true, .. });
+            return gated(
+                ui,
+                CommandKind::PauseAutoscaler,
+                Command::PauseAutoscaler { paused: !paused },
+                if paused {
+                    "resume the autoscaler".into()
+                } else {
+                    "pause the autoscaler".into()
+                },
+                String::new(),
+                now,
+            );
+        }
+        "autoscaler.check" => {
+            return gated(
+                ui,
+                CommandKind::CheckAutoscaler,
+                Command::CheckAutoscaler,
+                "autoscaler check".into(),
+                String::new(),
+                now,
+            );
+        }
         "vm.ssh" => match selected_vm(ui, snap) {
             Some(v) => return vec![Effect::CopySsh(v.vm_id.clone())],
             None => ui.say("no VM selected", Level::Error, now),
@@ -892,8 +1003,8 @@ fn on_normal_key(ui: &mut UiState, k: KeyEvent, snap: &Snapshot, now: Millis) ->
 }
 
 /// `:` commands.
-pub const COMMANDS: &str =
-    ":queue :peers :runners :vms :issues :logs :submit FILE :cancel WF_ID :zoom :help :q";
+pub const COMMANDS: &str = ":queue :peers :runners :vms :issues :logs :submit FILE :cancel WF_ID \
+     :runners-provision OWNER/REPO [N] [LABEL,..] :zoom :help :q";
 
 fn run_command_line(ui: &mut UiState, line: &str, snap: &Snapshot, now: Millis) -> Vec<Effect> {
     let (cmd, arg) = match line.split_once(char::is_whitespace) {
@@ -943,6 +1054,47 @@ fn run_command_line(ui: &mut UiState, line: &str, snap: &Snapshot, now: Millis) 
             Vec::new()
         }
         "cancel" => cancel_workflow(ui, snap, arg, now),
+        "runners-provision" => {
+            let words: Vec<&str> = arg.split_whitespace().collect();
+            let Some(repo) = words.first().filter(|r| r.contains('/')) else {
+                ui.say(
+                    "usage: :runners-provision OWNER/REPO [N] [LABEL,...]",
+                    Level::Error,
+                    now,
+                );
+                return Vec::new();
+            };
+            let count = match words.get(1).map(|n| n.parse::<u32>()) {
+                None => 1,
+                Some(Ok(n)) if (1..=100).contains(&n) => n,
+                _ => {
+                    ui.say("N must be a number 1..=100", Level::Error, now);
+                    return Vec::new();
+                }
+            };
+            let labels = words
+                .get(2)
+                .map(|l| {
+                    l.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            focus(ui, Pane::Runners);
+            gated(
+                ui,
+                CommandKind::ProvisionRunner,
+                Command::ProvisionRunner {
+                    repo: repo.to_string(),
+                    labels,
+                    count,
+                },
+                format!("provision {count} runner(s) for {repo}"),
+                String::new(),
+                now,
+            )
+        }
         "provision" => {
             let words: Vec<&str> = arg.split_whitespace().collect();
             let Some(user) = words.first() else {

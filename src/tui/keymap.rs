@@ -164,6 +164,36 @@ pub const ACTIONS: &[ActionDef] = &[
         command: Some(CommandKind::GetTaskOutput),
     },
     ActionDef {
+        name: "runner.provision",
+        desc: "Provision runners",
+        scope: Scope::Pane(Pane::Runners),
+        command: Some(CommandKind::ProvisionRunner),
+    },
+    ActionDef {
+        name: "runner.drain",
+        desc: "Drain the runner",
+        scope: Scope::Pane(Pane::Runners),
+        command: Some(CommandKind::DrainRunner),
+    },
+    ActionDef {
+        name: "runner.remove",
+        desc: "Remove the runner",
+        scope: Scope::Pane(Pane::Runners),
+        command: Some(CommandKind::RemoveRunner),
+    },
+    ActionDef {
+        name: "autoscaler.pause",
+        desc: "Pause/resume the autoscaler",
+        scope: Scope::Pane(Pane::Runners),
+        command: Some(CommandKind::PauseAutoscaler),
+    },
+    ActionDef {
+        name: "autoscaler.check",
+        desc: "Check queues now",
+        scope: Scope::Pane(Pane::Runners),
+        command: Some(CommandKind::CheckAutoscaler),
+    },
+    ActionDef {
         name: "vm.provision",
         desc: "Provision a VM",
         scope: Scope::Pane(Pane::Vms),

@@ -10,12 +10,14 @@ use ratatui::widgets::{
 };
 use tui_logger::{TuiLoggerLevelOutput, TuiLoggerWidget};
 
-use super::app::{COMMANDS, Level, Mode, STATUS_TTL_MS, UiState, issue_rows, queue_rows, vm_rows};
+use super::app::{
+    COMMANDS, Level, Mode, STATUS_TTL_MS, UiState, issue_rows, queue_rows, runner_rows, vm_rows,
+};
 use super::keymap::Pane;
 use crate::clock::{Millis, compact_duration};
 use crate::compute::costs::format_usd;
 use crate::engine::Snapshot;
-use crate::engine::snapshot::{IssueFeed, OffFeed, QueueRow, VmFeed};
+use crate::engine::snapshot::{IssueFeed, OffFeed, QueueRow, RunnerFeed, VmFeed};
 use crate::sched::workflow::TaskState;
 
 const ACCENT: Color = Color::Cyan;
@@ -179,7 +181,10 @@ fn render_pane(
     match pane {
         Pane::Peers => render_peers(ui, snap, f, area),
         Pane::Queue => render_queue(ui, snap, now, f, area),
-        Pane::Runners => render_off(ui, pane, &snap.runners, f, area),
+        Pane::Runners => match &snap.runners {
+            RunnerFeed::Off(off) => render_off(ui, pane, off, f, area),
+            RunnerFeed::On { .. } => render_runners(ui, snap, now, f, area),
+        },
         Pane::Vms => match &snap.vms {
             VmFeed::Off(off) => render_off(ui, pane, off, f, area),
             VmFeed::On { .. } => render_vms(ui, snap, now, f, area),
@@ -549,6 +554,130 @@ fn render_vms(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area: R
     let t = Table::new(body, widths)
         .header(Row::new(header).style(Style::new().dark_gray().add_modifier(Modifier::BOLD)))
         .row_highlight_style(highlight(ui.focus == Pane::Vms))
+        .block(block);
+    f.render_stateful_widget(t, area, &mut state);
+}
+
+fn render_runners(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area: Rect) {
+    let rows = runner_rows(ui, snap);
+    let RunnerFeed::On {
+        paused,
+        pending_jobs,
+        max_runners,
+        ..
+    } = &snap.runners
+    else {
+        return;
+    };
+    let live = rows.iter().filter(|r| r.state != "gone").count();
+    let title = format!(
+        "{live}/{max_runners} · {pending_jobs} queued{}",
+        if *paused { " · PAUSED" } else { "" }
+    );
+    let block = pane_block(ui, Pane::Runners, title);
+    if rows.is_empty() {
+        let hint = match ui.keymap.key_for(Pane::Runners, "runner.provision") {
+            Some(k)
+                if ui
+                    .policy
+                    .permits(crate::engine::CommandKind::ProvisionRunner) =>
+            {
+                format!("No runners. They start when jobs queue; press {k} to start some by hand.")
+            }
+            _ => "No runners. They start when jobs queue.".to_string(),
+        };
+        f.render_widget(
+            Paragraph::new(hint).wrap(Wrap { trim: true }).block(block),
+            area,
+        );
+        return;
+    }
+    let wide = area.width >= 80;
+    let body: Vec<Row> = rows
+        .iter()
+        .map(|r| {
+            let age =
+                compact_duration(now - crate::clock::parse_rfc3339(&r.started_at).unwrap_or(now));
+            let style = match r.state.as_str() {
+                "busy" => Style::new().fg(Color::Green),
+                "idle" => Style::new().fg(Color::Cyan),
+                "failed" | "offline" => Style::new().fg(Color::Red),
+                "requested" | "provisioning" | "removing" => Style::new().fg(Color::Yellow),
+                "gone" => Style::new().dark_gray(),
+                _ => Style::new(),
+            };
+            let state = if r.draining && r.state != "gone" {
+                format!("{} (drain)", r.state)
+            } else {
+                r.state.clone()
+            };
+            let job = r.job.clone().unwrap_or_else(|| "-".into());
+            // The name's unique tail is what tells runners apart.
+            let short = r
+                .name
+                .rsplit('-')
+                .next()
+                .map(|t| {
+                    t.chars()
+                        .rev()
+                        .take(8)
+                        .collect::<String>()
+                        .chars()
+                        .rev()
+                        .collect()
+                })
+                .unwrap_or_else(|| r.name.clone());
+            let cells = if wide {
+                vec![
+                    r.name.clone(),
+                    r.scope.clone(),
+                    r.labels.join(","),
+                    r.provider.clone(),
+                    state,
+                    job,
+                    age,
+                ]
+            } else if area.width >= 40 {
+                vec![short, state, job, age]
+            } else {
+                vec![state, age]
+            };
+            Row::new(cells).style(style)
+        })
+        .collect();
+    let (header, widths): (Vec<&str>, Vec<Constraint>) = if wide {
+        (
+            vec!["NAME", "SCOPE", "LABELS", "PROVIDER", "STATE", "JOB", "AGE"],
+            vec![
+                Constraint::Fill(2),
+                Constraint::Fill(1),
+                Constraint::Fill(1),
+                Constraint::Length(10),
+                Constraint::Length(13),
+                Constraint::Fill(1),
+                Constraint::Length(5),
+            ],
+        )
+    } else if area.width >= 40 {
+        (
+            vec!["RUNNER", "STATE", "JOB", "AGE"],
+            vec![
+                Constraint::Length(8),
+                Constraint::Length(12),
+                Constraint::Fill(1),
+                Constraint::Length(5),
+            ],
+        )
+    } else {
+        (
+            vec!["STATE", "AGE"],
+            vec![Constraint::Fill(1), Constraint::Length(5)],
+        )
+    };
+    let mut state = TableState::default().with_selected(Some(ui.selected[Pane::Runners.index()]));
+    let t = Table::new(body, widths)
+        .header(Row::new(header).style(Style::new().dark_gray().add_modifier(Modifier::BOLD)))
+        .row_highlight_style(highlight(ui.focus == Pane::Runners))
         .block(block);
     f.render_stateful_widget(t, area, &mut state);
 }
