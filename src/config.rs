@@ -867,7 +867,7 @@ impl ConfigBuilder {
                 "must be non-empty letters, digits, - or _",
             ));
         }
-        if let Err(e) = crate::autoscaler::provider::validate(&c.autoscaler.providers) {
+        if let Err(e) = crate::autoscaler::provider::validate_all(&c.autoscaler.providers) {
             return Err(self.invalid("autoscaler.providers", &e.to_string()));
         }
         if !c.github.api_url.starts_with("http://") && !c.github.api_url.starts_with("https://") {

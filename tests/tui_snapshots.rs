@@ -344,3 +344,51 @@ fn issues_pane_with_findings() {
         );
     }
 }
+
+#[test]
+fn runners_pane_with_runners() {
+    use flotilla::engine::command::RunnerView;
+    use flotilla::engine::snapshot::RunnerFeed;
+    let runner = |tail: &str, state: &str, job: Option<&str>, age_min: i64| RunnerView {
+        id: format!("run-{tail}"),
+        name: format!("flotilla-local-linux-01jdz{tail}"),
+        scope: "org:acme".into(),
+        labels: vec!["self-hosted".into(), "linux".into(), "x64".into()],
+        provider: "local-linux".into(),
+        state: state.into(),
+        job: job.map(String::from),
+        for_job: Some("acme/api#4242".into()),
+        started_at: flotilla::clock::rfc3339(NOW - age_min * 60_000),
+        state_since: flotilla::clock::rfc3339(NOW - 60_000),
+        github_id: Some(77),
+        draining: false,
+        last_error: None,
+    };
+    let mut snap = snapshot(false);
+    snap.runners = RunnerFeed::On {
+        rows: vec![
+            runner("k3m9", "busy", Some("test (ubuntu-22.04)"), 12),
+            runner("p0q1", "idle", None, 3),
+            runner("x7y8", "provisioning", None, 0),
+            runner("a1b2", "gone", None, 95),
+        ],
+        paused: false,
+        pending_jobs: 2,
+        checks: 17,
+        max_runners: 4,
+    };
+    for (w, h) in [(120u16, 40u16), (80, 24)] {
+        let mut u = ui(false);
+        u.focus = Pane::Runners;
+        u.zoom = true;
+        insta::assert_snapshot!(format!("runners_live_{w}x{h}"), draw(&mut u, &snap, w, h));
+    }
+    let mut u = ui(false);
+    u.focus = Pane::Runners;
+    press(&mut u, &snap, KeyCode::Down, KeyModifiers::NONE);
+    press(&mut u, &snap, KeyCode::Char('d'), KeyModifiers::CONTROL);
+    insta::assert_snapshot!(
+        "runners_confirm_remove_120x40",
+        draw(&mut u, &snap, 120, 40)
+    );
+}

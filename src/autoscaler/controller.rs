@@ -111,7 +111,7 @@ pub trait P2pSink: Send + Sync {
     fn submit<'a>(
         &'a self,
         h: &'a P2pHandoff,
-    ) -> super::provider::BoxFut<'a, Result<String, String>>;
+    ) -> super::provider::BoxFuture<'a, Result<String, String>>;
 }
 
 /// What one check saw and did.
@@ -256,7 +256,7 @@ pub struct Controller<'a> {
     p2p: Option<Arc<dyn P2pSink>>,
     org: Option<bool>,
     groups: HashMap<String, u64>,
-    tags: HashMap<(String, String), Option<WorkflowTag>>,
+    tags: HashMap<(String, String), (Option<WorkflowTag>, Millis)>,
     health: BTreeMap<String, ProviderHealth>,
 }
 
@@ -463,18 +463,24 @@ impl<'a> Controller<'a> {
 
     async fn tag_of(&mut self, repo: &str, path: &str) -> Option<WorkflowTag> {
         let key = (repo.to_string(), path.to_string());
-        if let Some(t) = self.tags.get(&key) {
+        let now = self.clock.now_ms();
+        // Re-read a workflow file every 10 minutes (a 304 when unchanged): tags can change.
+        if let Some((t, at)) = self.tags.get(&key)
+            && now - at < 600_000
+        {
             return *t;
         }
         let (o, n) = split(repo)?;
         let t = match self.client.file_content(o, n, path, None).await {
             Ok(bytes) => p2p_tag(&String::from_utf8_lossy(&bytes)),
+            // Gone (or never there): not a P2P workflow.
+            Err(GithubError::Api { status: 404, .. }) => None,
             Err(e) => {
                 tracing::debug!("autoscaler: workflow file {repo}/{path}: {e}");
                 return None;
             }
         };
-        self.tags.insert(key, t);
+        self.tags.insert(key, (t, now));
         t
     }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::github::types::SecretValue;
 
 /// Boxed future.
-pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Launch spec.
 #[derive(Debug)]
@@ -68,17 +68,19 @@ pub trait Provider: Send + Sync {
     /// Max.
     fn max_runners(&self) -> Option<u32>;
     /// Launch.
-    fn launch<'a>(&'a self, spec: &'a LaunchSpec)
-    -> BoxFut<'a, Result<InstanceRef, ProviderError>>;
+    fn launch<'a>(
+        &'a self,
+        spec: &'a LaunchSpec,
+    ) -> BoxFuture<'a, Result<InstanceRef, ProviderError>>;
     /// State.
     fn state<'a>(
         &'a self,
         inst: &'a InstanceRef,
-    ) -> BoxFut<'a, Result<InstanceState, ProviderError>>;
+    ) -> BoxFuture<'a, Result<InstanceState, ProviderError>>;
     /// Stop.
-    fn stop<'a>(&'a self, inst: &'a InstanceRef) -> BoxFut<'a, Result<(), ProviderError>>;
+    fn stop<'a>(&'a self, inst: &'a InstanceRef) -> BoxFuture<'a, Result<(), ProviderError>>;
     /// List.
-    fn list(&self) -> BoxFut<'_, Result<Vec<InstanceRef>, ProviderError>>;
+    fn list(&self) -> BoxFuture<'_, Result<Vec<InstanceRef>, ProviderError>>;
 }
 
 /// Provider kind.
@@ -110,7 +112,7 @@ pub struct ProviderConfig {
 }
 
 /// Validate.
-pub fn validate(list: &[ProviderConfig]) -> Result<(), ProviderError> {
+pub fn validate_all(list: &[ProviderConfig]) -> Result<(), ProviderError> {
     let _ = list;
     Ok(())
 }
@@ -119,7 +121,7 @@ pub fn validate(list: &[ProviderConfig]) -> Result<(), ProviderError> {
 #[derive(Debug, Clone)]
 pub struct BuildContext {
     /// State dir.
-    pub state_dir: std::path::PathBuf,
+    pub runners_dir: std::path::PathBuf,
     /// Fly.
     pub fly: Option<crate::compute::FlyConfig>,
 }

@@ -107,7 +107,7 @@ pub fn settings(cfg: &AutoscalerConfig) -> Settings {
 /// The first provider that cannot be built, named.
 pub fn providers(opts: &AutoscaleOptions) -> Result<Vec<Arc<dyn Provider>>, String> {
     let ctx = provider::BuildContext {
-        state_dir: opts.data_dir.join("runners"),
+        runners_dir: opts.data_dir.join("runners"),
         fly: if opts.compute.enabled() {
             let get = |k: &str| opts.compute.var(k);
             crate::compute::FlyConfig::from_env(get).ok()

@@ -1846,7 +1846,7 @@ impl crate::autoscaler::controller::P2pSink for P2pQueue {
     fn submit<'a>(
         &'a self,
         h: &'a crate::autoscaler::controller::P2pHandoff,
-    ) -> crate::autoscaler::provider::BoxFut<'a, Result<String, String>> {
+    ) -> crate::autoscaler::provider::BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
             if self.command.is_empty() {
                 return Err("no autoscaler.p2p_command configured to run it".into());

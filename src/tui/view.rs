@@ -592,7 +592,7 @@ fn render_runners(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, are
         );
         return;
     }
-    let wide = area.width >= 80;
+    let wide = area.width >= 100;
     let body: Vec<Row> = rows
         .iter()
         .map(|r| {
@@ -629,7 +629,7 @@ fn render_runners(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, are
                 .unwrap_or_else(|| r.name.clone());
             let cells = if wide {
                 vec![
-                    r.name.clone(),
+                    short,
                     r.scope.clone(),
                     r.labels.join(","),
                     r.provider.clone(),
@@ -637,41 +637,48 @@ fn render_runners(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, are
                     job,
                     age,
                 ]
-            } else if area.width >= 40 {
-                vec![short, state, job, age]
+            } else if area.width >= 60 {
+                vec![short, r.provider.clone(), state, job, age]
             } else {
-                vec![state, age]
+                vec![short, state, age]
             };
             Row::new(cells).style(style)
         })
         .collect();
     let (header, widths): (Vec<&str>, Vec<Constraint>) = if wide {
         (
-            vec!["NAME", "SCOPE", "LABELS", "PROVIDER", "STATE", "JOB", "AGE"],
             vec![
-                Constraint::Fill(2),
-                Constraint::Fill(1),
-                Constraint::Fill(1),
-                Constraint::Length(10),
-                Constraint::Length(13),
-                Constraint::Fill(1),
-                Constraint::Length(5),
+                "RUNNER", "SCOPE", "LABELS", "PROVIDER", "STATE", "JOB", "AGE",
             ],
-        )
-    } else if area.width >= 40 {
-        (
-            vec!["RUNNER", "STATE", "JOB", "AGE"],
             vec![
                 Constraint::Length(8),
-                Constraint::Length(12),
                 Constraint::Fill(1),
-                Constraint::Length(5),
+                Constraint::Fill(2),
+                Constraint::Fill(1),
+                Constraint::Length(13),
+                Constraint::Fill(2),
+                Constraint::Length(6),
+            ],
+        )
+    } else if area.width >= 60 {
+        (
+            vec!["RUNNER", "PROVIDER", "STATE", "JOB", "AGE"],
+            vec![
+                Constraint::Length(8),
+                Constraint::Fill(1),
+                Constraint::Length(13),
+                Constraint::Fill(2),
+                Constraint::Length(6),
             ],
         )
     } else {
         (
-            vec!["STATE", "AGE"],
-            vec![Constraint::Fill(1), Constraint::Length(5)],
+            vec!["RUNNER", "STATE", "AGE"],
+            vec![
+                Constraint::Length(8),
+                Constraint::Fill(1),
+                Constraint::Length(6),
+            ],
         )
     };
     let mut state = TableState::default().with_selected(Some(ui.selected[Pane::Runners.index()]));
