@@ -4,6 +4,7 @@
 //! ratatui console ([`tui`]) and a Model Context Protocol server over stdio ([`mcp`]).
 //! See `docs/architecture.md`.
 
+pub mod autoscaler;
 pub mod cli;
 pub mod clock;
 pub mod compute;

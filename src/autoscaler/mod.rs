@@ -1,0 +1,3 @@
+//! Autoscaler: ephemeral self-hosted runners started on demand for queued GitHub jobs.
+
+pub mod provider;
