@@ -49,8 +49,8 @@ use tokio::sync::watch;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::compute::fly::{
-    CreateMachineRequest, Env, FlyApi, FlyClient, FlyConfig, FlyError, Guest, MAX_WAIT, Machine,
-    MachineConfig, MachineState, Restart, WaitState,
+    self, CreateMachineRequest, Env, FlyApi, FlyClient, FlyConfig, FlyError, Guest, MAX_WAIT,
+    Machine, MachineConfig, MachineState, Restart, WaitState,
 };
 use crate::engine::runner::SECRET_ENV;
 use crate::github::types::SecretValue;
@@ -265,9 +265,9 @@ pub enum ProviderError {
         provider: String,
         /// What was attempted, e.g. `waiting for machine 148e... of runner r1 to start`.
         doing: String,
-        /// The client error (no token, env values scrubbed).
+        /// The client error (no token, env values scrubbed); boxed, it is large.
         #[source]
-        source: FlyError,
+        source: Box<FlyError>,
         /// Outcome of the clean-up after a failed launch.
         cleanup: Option<String>,
     },
@@ -291,7 +291,7 @@ impl ProviderError {
                     | std::io::ErrorKind::OutOfMemory
             ),
             ProviderError::StopTimeout { .. } => true,
-            ProviderError::Fly { source, .. } => match source {
+            ProviderError::Fly { source, .. } => match source.as_ref() {
                 FlyError::Exhausted { .. } | FlyError::Transport { .. } => true,
                 FlyError::Api { status, .. } => matches!(status, 408 | 429) || *status >= 500,
                 FlyError::Decode { .. } | FlyError::Config(_) => false,
@@ -465,7 +465,7 @@ impl ProviderConfig {
                 "bad label {l:?}: labels are non-blank, without commas"
             )));
         }
-        for (k, _) in &self.env {
+        for k in self.env.keys() {
             let valid = k
                 .bytes()
                 .next()
@@ -1296,6 +1296,12 @@ impl LocalProvider {
             }
             tracing::info!(provider = %self.name, instance = %inst, "local runner stopped");
         }
+        // Our own child: let its supervisor reap it and record the exit, so that `state`
+        // answers `Exited` (not `Running`) once `stop` has returned.
+        let status = self.lock().1.get(&inst.id).map(|t| t.status.clone());
+        if let Some(mut rx) = status {
+            let _ = tokio::time::timeout(KILL_WAIT, rx.wait_for(|s| s.exit.is_some())).await;
+        }
         self.remove_record(inst)
     }
 
@@ -1412,6 +1418,41 @@ fn scrub(m: &mut Machine) {
     }
 }
 
+/// Remove every occurrence of `secret` from the text a Fly error carries.
+fn redact_fly(e: FlyError, secret: &str) -> FlyError {
+    let r = |t: String| fly::redact(&t, &[secret]);
+    match e {
+        FlyError::Api {
+            target,
+            status,
+            reason,
+            message,
+        } => FlyError::Api {
+            target,
+            status,
+            reason,
+            message: r(message),
+        },
+        FlyError::Exhausted {
+            target,
+            attempts,
+            last_status,
+            last,
+        } => FlyError::Exhausted {
+            target,
+            attempts,
+            last_status,
+            last: r(last),
+        },
+        FlyError::Decode { target, message } => FlyError::Decode {
+            target,
+            message: r(message),
+        },
+        FlyError::Config(m) => FlyError::Config(r(m)),
+        other @ FlyError::Transport { .. } => other,
+    }
+}
+
 impl<A: FlyApi + 'static> FlyProvider<A> {
     /// A Fly provider for a `kind = "fly"` entry over a Machines API client.
     pub fn new(cfg: &ProviderConfig, api: Arc<A>, opts: FlyOptions) -> Result<Self, ProviderError> {
@@ -1448,7 +1489,7 @@ impl<A: FlyApi + 'static> FlyProvider<A> {
         ProviderError::Fly {
             provider: self.name.clone(),
             doing,
-            source,
+            source: Box::new(source),
             cleanup,
         }
     }
@@ -1547,6 +1588,8 @@ impl<A: FlyApi + 'static> FlyProvider<A> {
         let mut machine = match created {
             Ok(m) => m,
             Err(e) => {
+                // Fly echoes the config (env included) in some answers; keep it out of errors.
+                let e = redact_fly(e, spec.jit_config.expose());
                 let cleanup = match e {
                     FlyError::Config(_) => None,
                     _ => Some(self.cleanup_runner(&spec.name).await),
@@ -1921,7 +1964,7 @@ mod tests {
         let api = |status| ProviderError::Fly {
             provider: "p".into(),
             doing: "x".into(),
-            source: FlyError::Api {
+            source: Box::new(FlyError::Api {
                 target: crate::compute::fly::Target {
                     action: crate::compute::fly::Action::Create,
                     machine: None,
@@ -1930,7 +1973,7 @@ mod tests {
                 status,
                 reason: String::new(),
                 message: String::new(),
-            },
+            }),
             cleanup: Some("no machine was left behind".into()),
         };
         assert!(api(429).is_retryable() && api(408).is_retryable() && api(503).is_retryable());
@@ -1949,6 +1992,23 @@ mod tests {
         assert!(!spawn(std::io::ErrorKind::NotFound).is_retryable());
         assert!(spawn(std::io::ErrorKind::WouldBlock).is_retryable());
         assert!(!local_cfg().err("x").is_retryable());
+    }
+
+    #[test]
+    fn fly_errors_lose_the_jit_config() {
+        let jit = "eyJzZWNyZXQiOiJqaXQifQ==";
+        let e = redact_fly(
+            FlyError::Decode {
+                target: crate::compute::fly::Target {
+                    action: crate::compute::fly::Action::Create,
+                    machine: None,
+                    app: "a".into(),
+                },
+                message: format!("invalid type: string \"{jit}\", expected u32"),
+            },
+            jit,
+        );
+        assert!(!e.to_string().contains(jit) && e.to_string().contains("[redacted]"));
     }
 
     #[test]
