@@ -24,7 +24,9 @@ pub const FIXTURES: &str = concat!(
 /// The JSON body of a docs example: the part between ```json and ``` when the example is
 /// Markdown, else the whole file.
 pub fn fixture(name: &str) -> String {
+    // From a git worktree under `<root>/wt/<name>` the shared folder is one level further up.
     let raw = std::fs::read_to_string(format!("{FIXTURES}/{name}"))
+        .or_else(|_| std::fs::read_to_string(format!("{FIXTURES_FROM_WORKTREE}/{name}")))
         .unwrap_or_else(|e| panic!("{FIXTURES}/{name}: {e}"));
     let body = match raw.find("```json") {
         Some(i) => {
@@ -35,6 +37,12 @@ pub fn fixture(name: &str) -> String {
     };
     body.trim().to_string()
 }
+
+/// [`FIXTURES`] as seen from a git worktree in `<root>/wt/<name>`.
+pub const FIXTURES_FROM_WORKTREE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/fixtures/fly/docs_examples"
+);
 
 /// Replace the docs' `{ /* Fly Machine Config */ }` placeholder(s) with a real config.
 pub fn fill_config(text: &str, config: &Value) -> String {
