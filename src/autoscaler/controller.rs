@@ -1046,9 +1046,10 @@ impl<'a> Controller<'a> {
             .ok_or_else(|| format!("no provider {provider}"))?;
         let store = self.store();
         if let Some(j) = job {
-            // Re-check just before launching: it may have been taken or cancelled.
+            // Re-check just before launching, past the cache: it may have been taken or
+            // cancelled since the runs were listed.
             if let Some((o, n)) = split(&j.repo) {
-                match self.client.job(o, n, j.job_id).await {
+                match self.client.job_now(o, n, j.job_id).await {
                     Ok(g) if g.status.as_deref() == Some("queued") => {}
                     Ok(g) => {
                         let started = g.started_at.as_deref().and_then(parse_timestamp);

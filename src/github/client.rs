@@ -497,6 +497,12 @@ impl GithubClient {
 
     /// `GET` through the cache.
     async fn get_cached(&self, pq: &str) -> Result<Fetched> {
+        self.get_cached_opts(pq, false).await
+    }
+
+    /// `GET` through the cache; `revalidate` skips the freshness window (a conditional request
+    /// is still sent, so an unchanged answer is a 304 that costs no rate limit).
+    async fn get_cached_opts(&self, pq: &str, revalidate: bool) -> Result<Fetched> {
         let fresh = freshness("GET", pq);
         let key = CacheKey::new(&self.fingerprint, "GET", pq);
         let now = self.now();
@@ -506,6 +512,7 @@ impl GithubClient {
                 let mut c = self.lock_cache();
                 let e = c.get(&key, now)?;
                 if let Some(e) = &e
+                    && !revalidate
                     && !ttl.is_zero()
                     && e.is_fresh(ttl, now)
                 {
@@ -792,6 +799,22 @@ impl GithubClient {
             enc(repo)
         ))
         .await
+    }
+
+    /// [`GithubClient::job`] as GitHub has it now: skips the cache's freshness window (the
+    /// autoscaler's re-check just before it launches a runner for the job). With a cached
+    /// ETag the request is conditional; a `304` costs no rate limit.
+    ///
+    /// # Errors
+    /// [`GithubError`].
+    pub async fn job_now(&self, owner: &str, repo: &str, job_id: u64) -> Result<Job> {
+        let pq = format!(
+            "/repos/{}/{}/actions/jobs/{job_id}",
+            enc(owner),
+            enc(repo)
+        );
+        let f = self.get_cached_opts(&pq, true).await?;
+        self.decode(&endpoint(&Method::GET, &pq), &f.body)
     }
 
     /// A job's plain-text log: `GET /repos/{owner}/{repo}/actions/jobs/{job_id}/logs` answers
