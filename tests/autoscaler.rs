@@ -19,13 +19,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gh_fake::FakeGithub;
 use flotilla::autoscaler::controller::{Controller, Settings};
 use flotilla::autoscaler::policy::{Limits, RunnerState};
 use flotilla::autoscaler::provider::{self, BuildContext, Provider, ProviderConfig};
 use flotilla::autoscaler::store::AutoscalerStore;
 use flotilla::clock::{SharedClock, SystemClock};
 use flotilla::github::{ClientConfig, GithubCache, GithubClient, GithubToken};
+use gh_fake::FakeGithub;
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
@@ -42,7 +42,8 @@ d="$FAKE_RUNNER_DIR"
 n=$(cat "$d/launches" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$d/launches"
 if [ "$n" -le {fail_first} ]; then echo "simulated runner failure $n" >&2; exit 3; fi
 h=$(printf %s "$FLOTILLA_JITCONFIG" | sha256sum | cut -d' ' -f1)
-printf '%s %s\n' "$(date +%s%3N)" "$h" > "$d/$FLOTILLA_RUNNER_NAME.tmp"
+r=$(printf %s "$FLOTILLA_RUNNER_TOKEN" | sha256sum | cut -d' ' -f1)
+printf '%s %s %s %s %s\n' "$(date +%s%3N)" "$h" "$r" "${{FLOTILLA_RUNNER_URL:--}}" "${{FLOTILLA_RUNNER_LABELS:--}}" > "$d/$FLOTILLA_RUNNER_NAME.tmp"
 mv "$d/$FLOTILLA_RUNNER_NAME.tmp" "$d/$FLOTILLA_RUNNER_NAME.started"
 while [ ! -e "$d/$FLOTILLA_RUNNER_NAME.done" ]; do sleep 0.05; done
 exit 0
@@ -80,6 +81,8 @@ struct World {
     cfg: ProviderConfig,
     /// Startup figures, ms.
     startups: Arc<Mutex<Vec<i64>>>,
+    /// Registration URLs runners were given (fallback mode).
+    urls: Arc<Mutex<Vec<String>>>,
 }
 
 impl World {
@@ -117,6 +120,7 @@ impl World {
             db,
             client,
             startups: Arc::new(Mutex::new(Vec::new())),
+            urls: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -155,6 +159,7 @@ impl World {
         let gh = self.gh.clone();
         let dir = self.runner_dir.clone();
         let startups = self.startups.clone();
+        let urls = self.urls.clone();
         tokio::spawn(async move {
             let mut seen: BTreeMap<String, ()> = BTreeMap::new();
             let mut ending: Vec<(tokio::time::Instant, String)> = Vec::new();
@@ -172,17 +177,30 @@ impl World {
                         let mut it = text.split_whitespace();
                         let started: i64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
                         let hash = it.next().unwrap_or("").to_string();
-                        let jit = gh
-                            .state
-                            .lock()
-                            .unwrap()
-                            .jit_issued
-                            .get(name)
-                            .cloned()
-                            .unwrap_or_default();
-                        let want = hex(&Sha256::digest(jit.as_bytes()));
-                        assert_eq!(hash, want, "{name} did not get its own JIT config");
-                        match gh.runner_connects(name, &jit) {
+                        let reg_hash = it.next().unwrap_or("").to_string();
+                        let url = it.next().unwrap_or("-").to_string();
+                        let labels = it.next().unwrap_or("-").to_string();
+                        let jit = gh.state.lock().unwrap().jit_issued.get(name).cloned();
+                        let connected = match jit {
+                            Some(jit) => {
+                                let want = hex(&Sha256::digest(jit.as_bytes()));
+                                assert_eq!(hash, want, "{name} did not get its own JIT config");
+                                gh.runner_connects(name, &jit)
+                            }
+                            None => {
+                                // The registration-token fallback.
+                                let tokens = gh.state.lock().unwrap().reg_tokens.clone();
+                                let token = tokens
+                                    .iter()
+                                    .find(|t| hex(&Sha256::digest(t.as_bytes())) == reg_hash)
+                                    .unwrap_or_else(|| panic!("{name}: no credential it was given"))
+                                    .clone();
+                                urls.lock().unwrap().push(url.clone());
+                                let l: Vec<String> = labels.split(',').map(String::from).collect();
+                                gh.runner_registers(name, &token, &l)
+                            }
+                        };
+                        match connected {
                             Ok(Some(job)) => {
                                 let q = gh
                                     .state
@@ -560,4 +578,54 @@ async fn api_calls_per_check_for_ten_repositories() {
         assert!(n - *nm as usize <= 1, "{n} requests, only {nm} were 304");
         assert!(*n < first, "{n} requests on a warm cache");
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn without_jit_a_registration_token_is_used_once_per_runner() {
+    let w = World::new(&["acme/app"], 0).await;
+    w.gh.state.lock().unwrap().jit_status = Some(404);
+    let conn = Connection::open(&w.db).unwrap();
+    let prov = w.provider();
+    let clock: SharedClock = Arc::new(SystemClock);
+    let mut ctl = Controller::new(
+        &w.client,
+        &conn,
+        vec![prov.clone()],
+        clock,
+        w.settings(2),
+        None,
+    );
+    // Jobs long enough for a check to see the runners registered.
+    let driver = w.drive(2_500);
+    w.gh.queue_job("acme/app", 1, 11, LABELS);
+    w.gh.queue_job("acme/app", 1, 12, LABELS);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = ctl.check().await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        if w.gh.jobs_with("completed") == 2 && live(&conn).is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not served");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    driver.abort();
+    let st = w.gh.state.lock().unwrap();
+    assert_eq!(st.reg_tokens.len(), 2, "one registration token per runner");
+    assert!(st.runners.is_empty());
+    drop(st);
+    let urls = w.urls.lock().unwrap().clone();
+    assert_eq!(urls.len(), 2);
+    assert!(urls.iter().all(|u| u.ends_with("/acme")), "{urls:?}");
+    // Token-registered runners were found by name and their GitHub ids recorded.
+    let all = AutoscalerStore::new(&conn).runners(false).unwrap();
+    assert!(all.iter().all(|r| r.gh_runner_id.is_some()), "{all:?}");
+    let tokens = w.gh.state.lock().unwrap().reg_tokens.clone();
+    for entry in walk(&w.tmp.path().join("data")) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        for t in &tokens {
+            assert!(memchr::memmem::find(&bytes, t.as_bytes()).is_none());
+        }
+    }
+    assert!(prov.list().await.unwrap().is_empty());
 }

@@ -9,8 +9,8 @@ mod gh_fake;
 
 use std::time::Duration;
 
-use gh_fake::FakeGithub;
 use common::{Client, call, error_text, ok};
+use gh_fake::FakeGithub;
 use rmcp::ServiceExt;
 use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
@@ -24,8 +24,7 @@ async fn spawn(dir: &std::path::Path, api: &str, extra: &[&str]) -> Client {
         "#!/bin/sh\n# waits like an idle runner until stopped\nwhile true; do sleep 0.1; done\n",
     )
     .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let cfg = dir.join("config.toml");
     std::fs::write(
         &cfg,
@@ -102,7 +101,12 @@ async fn agents_manage_runners_over_mcp() {
     seen.push_str(&st.to_string());
 
     // Over the max is refused with a clear reason.
-    let r = call(&c, "gh_provision_runner", json!({"repo": "acme/app", "count": 4})).await;
+    let r = call(
+        &c,
+        "gh_provision_runner",
+        json!({"repo": "acme/app", "count": 4}),
+    )
+    .await;
     assert!(error_text(&r).contains("max of 3"), "{r:?}");
     // No provider offers a GPU.
     let r = call(
@@ -113,7 +117,12 @@ async fn agents_manage_runners_over_mcp() {
     .await;
     assert!(error_text(&r).contains("no provider offers"), "{r:?}");
 
-    let made = ok(&c, "gh_provision_runner", json!({"repo": "acme/app", "count": 2})).await;
+    let made = ok(
+        &c,
+        "gh_provision_runner",
+        json!({"repo": "acme/app", "count": 2}),
+    )
+    .await;
     seen.push_str(&made.to_string());
     let runners = made["runners"].as_array().unwrap();
     assert_eq!(runners.len(), 2);
@@ -121,9 +130,18 @@ async fn agents_manage_runners_over_mcp() {
         assert_eq!(r["provider"], "local-linux");
         assert_eq!(r["scope"], "org:acme");
         assert_eq!(r["state"], "provisioning");
-        assert!(r["name"].as_str().unwrap().starts_with("flotilla-local-linux-"));
+        assert!(
+            r["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("flotilla-local-linux-")
+        );
     }
-    assert_eq!(gh.runner_names().len(), 2, "registered through generate-jitconfig");
+    assert_eq!(
+        gh.runner_names().len(),
+        2,
+        "registered through generate-jitconfig"
+    );
     let id = runners[0]["id"].as_str().unwrap().to_string();
 
     let list = ok(&c, "list_runners", json!({})).await;
@@ -135,12 +153,20 @@ async fn agents_manage_runners_over_mcp() {
     assert!(error_text(&r).contains("confirm"), "{r:?}");
     let dry = ok(&c, "remove_runner", json!({"id": id, "dry_run": true})).await;
     assert_eq!(dry["dry_run"], true);
-    assert!(dry["steps"].to_string().contains("would stop instance"), "{dry}");
+    assert!(
+        dry["steps"].to_string().contains("would stop instance"),
+        "{dry}"
+    );
     assert_eq!(gh.runner_names().len(), 2, "a dry run changes nothing");
     let done = ok(&c, "remove_runner", json!({"id": id, "confirm": true})).await;
     assert_eq!(done["state"], "gone");
     assert_eq!(gh.runner_names().len(), 1, "unregistered at GitHub");
-    let r = call(&c, "remove_runner", json!({"id": "run-nope", "confirm": true})).await;
+    let r = call(
+        &c,
+        "remove_runner",
+        json!({"id": "run-nope", "confirm": true}),
+    )
+    .await;
     assert!(error_text(&r).contains("run-nope"), "{r:?}");
 
     // Drain and pause are operator switches too.
@@ -154,7 +180,14 @@ async fn agents_manage_runners_over_mcp() {
     seen.push_str(&st.to_string());
 
     // Secrets never reach an agent.
-    let jits: Vec<String> = gh.state.lock().unwrap().jit_issued.values().cloned().collect();
+    let jits: Vec<String> = gh
+        .state
+        .lock()
+        .unwrap()
+        .jit_issued
+        .values()
+        .cloned()
+        .collect();
     for s in jits.iter().map(String::as_str).chain([TOKEN]) {
         assert!(!seen.contains(s), "a secret reached MCP output");
     }
@@ -167,7 +200,9 @@ async fn disabled_autoscaler_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let c = spawn(dir.path(), &gh.uri, &["--disable-autoscaler"]).await;
     let st = wait_for(&c, "get_autoscaler_status", json!({}), |v| {
-        v["reason"].as_str().is_some_and(|r| r.contains("--disable-autoscaler"))
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("--disable-autoscaler"))
     })
     .await;
     assert_eq!(st["enabled"], false);

@@ -49,6 +49,7 @@ fn spec(name: &str) -> LaunchSpec {
         name: name.into(),
         labels: vec!["self-hosted".into(), "linux".into()],
         jit_config: SecretValue::new(JIT),
+        registration: None,
     }
 }
 

@@ -791,7 +791,7 @@ impl<'a> Controller<'a> {
         let mut gh: Vec<(String, crate::github::types::Runner)> = Vec::new();
         for s in &scopes {
             let Some(scope) = scope_of(s) else { continue };
-            match self.client.runners(&scope).await {
+            match self.client.runners_now(&scope).await {
                 Ok(list) => {
                     listed.insert(s.clone());
                     gh.extend(
@@ -821,6 +821,10 @@ impl<'a> Controller<'a> {
                 .map(|(_, r)| r.clone());
             if let Some(r) = &ghr {
                 matched.insert(r.id);
+                // A runner registered with a token (no JIT) is known by name until seen here.
+                if row.gh_runner_id.is_none() {
+                    let _ = store.set_registered(&row.id, r.id);
+                }
             }
             match row.state {
                 // A crash between writing the row and launching: nothing runs for it; the
@@ -881,16 +885,27 @@ impl<'a> Controller<'a> {
                     }
                 }
                 None if listed.contains(&row.scope) => {
-                    if row.online_at.is_some() || row.busy_at.is_some() {
-                        // An ephemeral runner unregisters after its job: done.
+                    let ran_a_job = row.online_at.is_some()
+                        || row.busy_at.is_some()
+                        || matches!(istate, Some(InstanceState::Exited { code: Some(0) }))
+                        || store.job_taken_by(&row.name).unwrap_or(false);
+                    if ran_a_job {
+                        // An ephemeral runner unregisters after its one job (perhaps between
+                        // two checks): done.
                         let _ = self.teardown(row, "job done, runner unregistered").await;
-                    } else if exited || row.gh_runner_id.is_none() {
-                        let _ = store.set_failed(
-                            &row.id,
-                            "runner not registered at GitHub and its instance is not running",
-                            now,
-                        );
+                    } else if exited {
+                        let why = match istate {
+                            Some(InstanceState::Exited { code: Some(c) }) => {
+                                format!("runner exited (code {c}) without registering at GitHub")
+                            }
+                            _ => "runner not registered at GitHub and its instance is gone"
+                                .to_string(),
+                        };
+                        let _ = store.set_failed(&row.id, &why, now);
+                        self.note_failure(&row.provider, &why, now);
                     }
+                    // Else still starting (a token runner registers itself a little later);
+                    // the bootstrap timeout bounds the wait.
                 }
                 None => {}
             }
@@ -971,6 +986,29 @@ impl<'a> Controller<'a> {
                  (last: {why}); resume the autoscaler to try again"
             );
         }
+    }
+
+    /// Whether a refused `generate-jitconfig` may fall back to a registration token (always;
+    /// a hook for a future `autoscaler.jit_only` switch).
+    async fn jit_refused_ok(&self, _scope: &RunnerScope) -> bool {
+        true
+    }
+
+    /// The web URL a runner registers at, from the API base: `https://api.github.com` →
+    /// `https://github.com/<org or owner/repo>`; GHES `https://host/api/v3` →
+    /// `https://host/<...>`.
+    fn web_url(&self, scope: &str) -> String {
+        let base = self.client.base_url().trim_end_matches('/');
+        let web = if let Some(rest) = base.strip_prefix("https://api.") {
+            format!("https://{rest}")
+        } else {
+            base.trim_end_matches("/api/v3").to_string()
+        };
+        let path = scope
+            .strip_prefix("repo:")
+            .or_else(|| scope.strip_prefix("org:"))
+            .unwrap_or(scope);
+        format!("{web}/{path}")
     }
 
     /// Clear failure streaks (an operator's resume).
@@ -1108,8 +1146,51 @@ impl<'a> Controller<'a> {
             labels: labels.clone(),
             work_folder: "_work".into(),
         };
-        let jit = match self.client.generate_jitconfig(&gh_scope, &req).await {
-            Ok(j) => j,
+        let (spec, gh_id) = match self.client.generate_jitconfig(&gh_scope, &req).await {
+            Ok(jit) => (
+                LaunchSpec {
+                    name: name.clone(),
+                    labels,
+                    jit_config: jit.encoded_jit_config,
+                    registration: None,
+                },
+                Some(jit.runner.id),
+            ),
+            // JIT configs not allowed here (older GHES: 404; a policy or app permission: 403,
+            // 422): fall back to a registration token, one per runner.
+            Err(GithubError::Api { status, .. })
+                if matches!(status, 403 | 404 | 422) && self.jit_refused_ok(&gh_scope).await =>
+            {
+                match self.client.registration_token(&gh_scope).await {
+                    Ok(t) => {
+                        tracing::info!(
+                            "autoscaler: generate-jitconfig refused ({status}) for {scope}; \
+                             runner {name} registers with a registration token"
+                        );
+                        (
+                            LaunchSpec {
+                                name: name.clone(),
+                                labels,
+                                jit_config: crate::github::types::SecretValue::new(""),
+                                registration: Some(super::provider::Registration {
+                                    url: self.web_url(&scope),
+                                    token: t.token,
+                                }),
+                            },
+                            None,
+                        )
+                    }
+                    Err(e) => {
+                        let why = format!(
+                            "generate-jitconfig refused ({status}) and no registration token \
+                             for {name}: {e}"
+                        );
+                        let _ = store.set_failed(&id, &why, self.clock.now_ms());
+                        self.note_failure(provider, &why, self.clock.now_ms());
+                        return Err(why);
+                    }
+                }
+            }
             Err(e) => {
                 let why = format!("generate-jitconfig for {name}: {e}");
                 let _ = store.set_failed(&id, &why, self.clock.now_ms());
@@ -1117,12 +1198,9 @@ impl<'a> Controller<'a> {
                 return Err(why);
             }
         };
-        let _ = store.set_registered(&id, jit.runner.id);
-        let spec = LaunchSpec {
-            name: name.clone(),
-            labels,
-            jit_config: jit.encoded_jit_config,
-        };
+        if let Some(g) = gh_id {
+            let _ = store.set_registered(&id, g);
+        }
         match p.launch(&spec).await {
             Ok(inst) => {
                 let now = self.clock.now_ms();
@@ -1144,10 +1222,12 @@ impl<'a> Controller<'a> {
                 Ok(store.runner(&id).map_err(|e| e.to_string())?.or(Some(row)))
             }
             Err(e) => {
-                let why = clean(&e, &[spec.jit_config.expose()]);
+                let why = clean(&e, &[spec.secret()]);
                 let now = self.clock.now_ms();
                 // Remove the registration: a runner that never starts must not linger.
-                let _ = self.client.delete_runner(&gh_scope, jit.runner.id).await;
+                if let Some(g) = gh_id {
+                    let _ = self.client.delete_runner(&gh_scope, g).await;
+                }
                 let _ = store.set_failed(&id, &format!("launch failed: {why}"), now);
                 self.note_failure(provider, &why, now);
                 Err(format!("launching {name} on {provider}: {why}"))

@@ -58,6 +58,26 @@ use crate::github::types::SecretValue;
 /// Environment variable carrying GitHub's `encoded_jit_config` to the runner (local process or
 /// Fly Machine). A runner command uses it as `run.sh --jitconfig "$FLOTILLA_JITCONFIG"`.
 pub const ENV_JITCONFIG: &str = "FLOTILLA_JITCONFIG";
+
+/// Where JIT configs are not allowed (older GitHub Enterprise Server, a policy), the runner
+/// registers itself with `config.sh --url "$FLOTILLA_RUNNER_URL" --token
+/// "$FLOTILLA_RUNNER_TOKEN" --name "$FLOTILLA_RUNNER_NAME" --labels "$FLOTILLA_RUNNER_LABELS"
+/// --ephemeral`: the repository or organization URL.
+pub const ENV_REG_URL: &str = "FLOTILLA_RUNNER_URL";
+/// The registration token (secret) in that case.
+pub const ENV_REG_TOKEN: &str = "FLOTILLA_RUNNER_TOKEN";
+/// The runner's labels, comma-separated, in that case.
+pub const ENV_REG_LABELS: &str = "FLOTILLA_RUNNER_LABELS";
+
+/// A registration token and the URL it registers at: the fallback when GitHub refuses
+/// `generate-jitconfig` (source: GitHub docs, "Adding self-hosted runners").
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// `https://github.com/acme` or `https://github.com/acme/app` (or the GHES host).
+    pub url: String,
+    /// `POST .../actions/runners/registration-token` (secret; one per runner, never reused).
+    pub token: SecretValue,
+}
 /// Environment variable carrying the runner's name.
 pub const ENV_RUNNER_NAME: &str = "FLOTILLA_RUNNER_NAME";
 /// Fly Machine metadata key marking what a machine is for; runner machines have
@@ -115,7 +135,33 @@ pub struct LaunchSpec {
     /// already carries them).
     pub labels: Vec<String>,
     /// GitHub's `encoded_jit_config` (secret; source: GitHub docs "Using just-in-time runners").
+    /// Empty when [`LaunchSpec::registration`] is set.
     pub jit_config: SecretValue,
+    /// The registration-token fallback, when JIT configs are not allowed.
+    pub registration: Option<Registration>,
+}
+
+impl LaunchSpec {
+    /// The environment that carries the runner's credential: [`ENV_JITCONFIG`], or for the
+    /// fallback [`ENV_REG_URL`], [`ENV_REG_TOKEN`] and [`ENV_REG_LABELS`].
+    pub fn credential_env(&self) -> Vec<(&'static str, String)> {
+        match &self.registration {
+            None => vec![(ENV_JITCONFIG, self.jit_config.expose().to_string())],
+            Some(r) => vec![
+                (ENV_REG_URL, r.url.clone()),
+                (ENV_REG_TOKEN, r.token.expose().to_string()),
+                (ENV_REG_LABELS, self.labels.join(",")),
+            ],
+        }
+    }
+
+    /// The secret to keep out of output, errors and logs.
+    pub fn secret(&self) -> &str {
+        match &self.registration {
+            None => self.jit_config.expose(),
+            Some(r) => r.token.expose(),
+        }
+    }
 }
 
 /// A provider's handle on one runner instance. Durable: the controller stores it (SQLite), and
@@ -474,7 +520,15 @@ impl ProviderConfig {
             if !valid {
                 return Err(self.err(format!("bad env name {k:?}")));
             }
-            if k == ENV_JITCONFIG || k == ENV_RUNNER_NAME {
+            if [
+                ENV_JITCONFIG,
+                ENV_RUNNER_NAME,
+                ENV_REG_URL,
+                ENV_REG_TOKEN,
+                ENV_REG_LABELS,
+            ]
+            .contains(&k.as_str())
+            {
                 return Err(self.err(format!("env {k} is set by Flotilla; remove it")));
             }
             if SECRET_ENV.contains(&k.as_str()) {
@@ -608,8 +662,8 @@ fn check_runner_name(provider: &str, spec: &LaunchSpec) -> Result<(), ProviderEr
             "a runner name is 1-128 ASCII letters, digits, '-', '_' or '.' (not first)",
         ));
     }
-    if spec.jit_config.expose().trim().is_empty() {
-        return Err(bad("the JIT config is empty"));
+    if spec.secret().trim().is_empty() {
+        return Err(bad("the JIT config (or registration token) is empty"));
     }
     Ok(())
 }
@@ -1172,7 +1226,7 @@ impl LocalProvider {
         }
         cmd.envs(&self.env)
             .env(ENV_RUNNER_NAME, &spec.name)
-            .env(ENV_JITCONFIG, spec.jit_config.expose());
+            .envs(spec.credential_env());
         let spawned = cmd.spawn();
         drop(cmd);
         let mut child = spawned.map_err(|source| ProviderError::Spawn {
@@ -1209,7 +1263,7 @@ impl LocalProvider {
         }
         let tail = Arc::new(Mutex::new(OutputTail::new(self.opts.output_limit)));
         let (tx, mut rx) = watch::channel(ChildStatus::default());
-        let secret = SecretString::from(spec.jit_config.expose().to_string());
+        let secret = SecretString::from(spec.secret().to_string());
         tokio::spawn(supervise(child, tail.clone(), secret, tx));
         self.track(inst.id.clone(), tail.clone(), rx.clone());
         tracing::info!(provider = %self.name, runner = %spec.name, pid, "local runner started");
@@ -1558,8 +1612,9 @@ impl<A: FlyApi + 'static> FlyProvider<A> {
         check_runner_name(&self.name, spec)?;
         let mut env = Env(self.env.clone());
         env.0.insert(ENV_RUNNER_NAME.into(), spec.name.clone());
-        env.0
-            .insert(ENV_JITCONFIG.into(), spec.jit_config.expose().to_string());
+        for (k, v) in spec.credential_env() {
+            env.0.insert(k.into(), v);
+        }
         let mut req = CreateMachineRequest {
             name: Some(spec.name.clone()),
             region: self.region.clone(),
@@ -1589,7 +1644,7 @@ impl<A: FlyApi + 'static> FlyProvider<A> {
             Ok(m) => m,
             Err(e) => {
                 // Fly echoes the config (env included) in some answers; keep it out of errors.
-                let e = redact_fly(e, spec.jit_config.expose());
+                let e = redact_fly(e, spec.secret());
                 let cleanup = match e {
                     FlyError::Config(_) => None,
                     _ => Some(self.cleanup_runner(&spec.name).await),
@@ -1954,6 +2009,7 @@ mod tests {
             name: "r".into(),
             labels: vec!["x".into()],
             jit_config: SecretValue::new("eyJzZWNyZXQiOiJqaXQifQ=="),
+            registration: None,
         };
         let d = format!("{s:?}");
         assert!(!d.contains("eyJ") && d.contains("****"), "{d}");

@@ -580,6 +580,20 @@ impl<'c> AutoscalerStore<'c> {
         Ok(())
     }
 
+    /// Whether GitHub reported a job taken by the runner `name`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn job_taken_by(&self, name: &str) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM as_jobs WHERE runner_name = ?1)",
+                [name],
+                |r| r.get::<_, bool>(0),
+            )
+            .map_err(classify("reading jobs"))
+    }
+
     /// Jobs still `pending`, oldest first.
     ///
     /// # Errors

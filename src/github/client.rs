@@ -278,6 +278,11 @@ impl GithubClient {
         })
     }
 
+    /// The API base URL, e.g. `https://api.github.com` or `https://ghe.example/api/v3`.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     /// The cache, for the mesh module (export/import sealed entries, peer-hit counting).
     pub fn cache(&self) -> Arc<Mutex<GithubCache>> {
         self.cache.clone()
@@ -636,7 +641,21 @@ impl GithubClient {
         &self,
         first: String,
         items: impl Fn(P) -> Vec<I>,
+        keep_going: impl FnMut(&[I]) -> bool,
+    ) -> Result<Vec<I>>
+    where
+        P: DeserializeOwned,
+    {
+        self.paginate_opts(first, items, keep_going, false).await
+    }
+
+    /// [`Self::paginate`]; `revalidate` skips the freshness window of every page.
+    async fn paginate_opts<P, I>(
+        &self,
+        first: String,
+        items: impl Fn(P) -> Vec<I>,
         mut keep_going: impl FnMut(&[I]) -> bool,
+        revalidate: bool,
     ) -> Result<Vec<I>>
     where
         P: DeserializeOwned,
@@ -644,7 +663,7 @@ impl GithubClient {
         let mut out = Vec::new();
         let mut pq = first;
         for _ in 0..self.max_pages {
-            let f = self.get_cached(&pq).await?;
+            let f = self.get_cached_opts(&pq, revalidate).await?;
             let page: P = self.decode(&endpoint(&Method::GET, &pq), &f.body)?;
             let batch = items(page);
             let go = keep_going(&batch);
@@ -808,11 +827,7 @@ impl GithubClient {
     /// # Errors
     /// [`GithubError`].
     pub async fn job_now(&self, owner: &str, repo: &str, job_id: u64) -> Result<Job> {
-        let pq = format!(
-            "/repos/{}/{}/actions/jobs/{job_id}",
-            enc(owner),
-            enc(repo)
-        );
+        let pq = format!("/repos/{}/{}/actions/jobs/{job_id}", enc(owner), enc(repo));
         let f = self.get_cached_opts(&pq, true).await?;
         self.decode(&endpoint(&Method::GET, &pq), &f.body)
     }
@@ -1003,6 +1018,22 @@ impl GithubClient {
             self.per_page
         );
         self.paginate(first, |p: RunnersPage| p.runners, |_| true)
+            .await
+    }
+
+    /// [`GithubClient::runners`] as GitHub has them now (the autoscaler's reconciliation):
+    /// every page is revalidated past the freshness window; unchanged pages are `304`s that
+    /// cost no rate limit.
+    ///
+    /// # Errors
+    /// [`GithubError`].
+    pub async fn runners_now(&self, scope: &RunnerScope) -> Result<Vec<Runner>> {
+        let first = format!(
+            "{}/actions/runners?per_page={}",
+            scope.prefix(),
+            self.per_page
+        );
+        self.paginate_opts(first, |p: RunnersPage| p.runners, |_| true, true)
             .await
     }
 

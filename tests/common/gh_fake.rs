@@ -78,6 +78,8 @@ pub struct State {
     pub not_modified: u64,
     /// Answer generate-jitconfig with this status instead (e.g. 403).
     pub jit_status: Option<u16>,
+    /// Registration tokens handed out.
+    pub reg_tokens: Vec<String>,
 }
 
 fn now_ms() -> i64 {
@@ -93,7 +95,8 @@ fn iso(ms: i64) -> String {
 
 impl State {
     fn runner_json(&self, r: &FakeRunner) -> Value {
-        let mut v = example("actions__list-self-hosted-runners-for-org", "200")["runners"][0].clone();
+        let mut v =
+            example("actions__list-self-hosted-runners-for-org", "200")["runners"][0].clone();
         v["id"] = json!(r.id);
         v["name"] = json!(r.name);
         v["status"] = json!(if r.online { "online" } else { "offline" });
@@ -149,7 +152,8 @@ impl State {
     }
 
     fn runs_json(&self, repo: &str, status: &str) -> Value {
-        let template = example("actions__list-workflow-runs-for-repo", "200")["workflow_runs"][0].clone();
+        let template =
+            example("actions__list-workflow-runs-for-repo", "200")["workflow_runs"][0].clone();
         let mut ids: Vec<(u64, String, String)> = self
             .jobs
             .iter()
@@ -197,21 +201,28 @@ impl State {
                     .collect();
                 (200, Value::Array(list))
             }
-            ("GET", ["orgs", _, "actions", "runner-groups"]) => {
-                (200, example("actions__list-self-hosted-runner-groups-for-org", "200"))
-            }
+            ("GET", ["orgs", _, "actions", "runner-groups"]) => (
+                200,
+                example("actions__list-self-hosted-runner-groups-for-org", "200"),
+            ),
             ("GET", ["orgs", _, "actions", "runners"]) => {
                 let rs: Vec<Value> = self.runners.iter().map(|r| self.runner_json(r)).collect();
                 (200, json!({"total_count": rs.len(), "runners": rs}))
             }
             ("POST", ["orgs", _, "actions", "runners", "generate-jitconfig"]) => {
                 if let Some(s) = self.jit_status {
-                    return (s, json!({"message": "Resource not accessible by integration"}));
+                    return (
+                        s,
+                        json!({"message": "Resource not accessible by integration"}),
+                    );
                 }
                 let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
                 let name = req["name"].as_str().unwrap_or("?").to_string();
                 if self.runners.iter().any(|r| r.name == name) {
-                    return (409, json!({"message": "Already exists - A runner with the name already exists."}));
+                    return (
+                        409,
+                        json!({"message": "Already exists - A runner with the name already exists."}),
+                    );
                 }
                 self.next_id += 1;
                 let jit = format!(
@@ -221,7 +232,11 @@ impl State {
                 );
                 let labels: Vec<String> = req["labels"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|l| l.as_str().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|l| l.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let r = FakeRunner {
                     id: 1000 + self.next_id,
@@ -236,6 +251,14 @@ impl State {
                 v["encoded_jit_config"] = json!(jit);
                 self.jit_issued.insert(name, jit);
                 self.runners.push(r);
+                (201, v)
+            }
+            ("POST", ["orgs", _, "actions", "runners", "registration-token"]) => {
+                self.next_id += 1;
+                let token = format!("AABF3JGZDX3P5PMEXLND6TS{}REGTOKEN", self.next_id);
+                let mut v = example("actions__create-registration-token-for-org", "201");
+                v["token"] = json!(token);
+                self.reg_tokens.push(token);
                 (201, v)
             }
             ("DELETE", ["orgs", _, "actions", "runners", id]) => {
@@ -290,7 +313,10 @@ impl State {
                     None => (404, json!({"message": "Not Found"})),
                 }
             }
-            _ => (404, json!({"message": format!("fake: no route for {method} {path}")})),
+            _ => (
+                404,
+                json!({"message": format!("fake: no route for {method} {path}")}),
+            ),
         }
     }
 }
@@ -410,11 +436,18 @@ impl FakeGithub {
             return Err(format!("{name}: not registered (deleted?)"));
         };
         st.runners[ri].online = true;
-        let labels: Vec<String> = st.runners[ri].labels.iter().map(|l| l.to_lowercase()).collect();
+        let labels: Vec<String> = st.runners[ri]
+            .labels
+            .iter()
+            .map(|l| l.to_lowercase())
+            .collect();
         let mut queued: Vec<usize> = (0..st.jobs.len())
             .filter(|&i| {
                 st.jobs[i].status == "queued"
-                    && st.jobs[i].labels.iter().all(|l| labels.contains(&l.to_lowercase()))
+                    && st.jobs[i]
+                        .labels
+                        .iter()
+                        .all(|l| labels.contains(&l.to_lowercase()))
             })
             .collect();
         queued.sort_by_key(|&i| (st.jobs[i].created_at.clone(), st.jobs[i].id));
@@ -426,6 +459,37 @@ impl FakeGithub {
             return Ok(Some(st.jobs[i].id));
         }
         Ok(None)
+    }
+
+    /// A runner configured with a registration token (`config.sh --token`) registers itself
+    /// under `name`; then it behaves as [`FakeGithub::runner_connects`].
+    pub fn runner_registers(
+        &self,
+        name: &str,
+        token: &str,
+        labels: &[String],
+    ) -> Result<Option<u64>, String> {
+        {
+            let mut st = self.state.lock().unwrap();
+            if !st.reg_tokens.iter().any(|t| t == token) {
+                return Err(format!("{name}: unknown registration token"));
+            }
+            st.next_id += 1;
+            let id = 1000 + st.next_id;
+            let mut l: Vec<String> = vec!["self-hosted".into()];
+            l.extend(labels.iter().cloned());
+            st.runners.push(FakeRunner {
+                id,
+                name: name.into(),
+                online: false,
+                busy: false,
+                labels: l,
+                jit: String::new(),
+            });
+            st.jit_issued
+                .insert(name.into(), format!("registration:{token}"));
+        }
+        self.runner_connects(name, &format!("registration:{token}"))
     }
 
     /// The runner's job ends: the job completes and the ephemeral runner unregisters.
