@@ -341,23 +341,24 @@ async fn queued_jobs_get_runners_up_to_the_max_then_runners_go() {
     assert_eq!(first.unmatched, 1, "ubuntu-latest is GitHub's");
     assert_eq!(max_live, 2);
     // Each job ran on its own runner; one JIT config per runner, none reused.
-    let st = w.gh.state.lock().unwrap();
-    let runners: std::collections::BTreeSet<_> = st
-        .jobs
-        .iter()
-        .filter(|j| j.status == "completed")
-        .map(|j| j.runner_name.clone().unwrap())
-        .collect();
-    assert_eq!(runners.len(), 3);
-    let jits: std::collections::BTreeSet<_> = st.jit_issued.values().collect();
-    assert_eq!(jits.len(), st.jit_issued.len());
-    assert_eq!(st.jit_issued.len(), 3, "no runner more than needed");
-    assert!(
-        st.runners.is_empty(),
-        "ephemeral runners unregistered: {:?}",
-        st.runners
-    );
-    drop(st);
+    {
+        let st = w.gh.state.lock().unwrap();
+        let runners: std::collections::BTreeSet<_> = st
+            .jobs
+            .iter()
+            .filter(|j| j.status == "completed")
+            .map(|j| j.runner_name.clone().unwrap())
+            .collect();
+        assert_eq!(runners.len(), 3);
+        let jits: std::collections::BTreeSet<_> = st.jit_issued.values().collect();
+        assert_eq!(jits.len(), st.jit_issued.len());
+        assert_eq!(st.jit_issued.len(), 3, "no runner more than needed");
+        assert!(
+            st.runners.is_empty(),
+            "ephemeral runners unregistered: {:?}",
+            st.runners
+        );
+    }
     // No process left behind.
     assert!(prov.list().await.unwrap().is_empty());
     // The store says so too, and holds no secret.
@@ -425,15 +426,16 @@ async fn a_failing_provider_is_retried_without_leaks() {
             .any(|e| e.contains("simulated runner failure") || e.contains("exit")),
         "the failure is reported: {errors:?}"
     );
-    let st = w.gh.state.lock().unwrap();
-    // Every registration made for a runner that died was removed: nothing lingers at GitHub.
-    assert!(
-        st.runners.is_empty(),
-        "leaked registrations: {:?}",
-        st.runners
-    );
-    assert_eq!(st.deleted_runners.len() as u32, launches - 1);
-    drop(st);
+    {
+        let st = w.gh.state.lock().unwrap();
+        // Every registration made for a runner that died was removed: nothing lingers at GitHub.
+        assert!(
+            st.runners.is_empty(),
+            "leaked registrations: {:?}",
+            st.runners
+        );
+        assert_eq!(st.deleted_runners.len() as u32, launches - 1);
+    }
     assert!(prov.list().await.unwrap().is_empty(), "leaked instances");
     let all = AutoscalerStore::new(&conn).runners(false).unwrap();
     assert!(all.iter().all(|r| r.state == RunnerState::Gone), "{all:?}");
@@ -610,10 +612,11 @@ async fn without_jit_a_registration_token_is_used_once_per_runner() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     driver.abort();
-    let st = w.gh.state.lock().unwrap();
-    assert_eq!(st.reg_tokens.len(), 2, "one registration token per runner");
-    assert!(st.runners.is_empty());
-    drop(st);
+    {
+        let st = w.gh.state.lock().unwrap();
+        assert_eq!(st.reg_tokens.len(), 2, "one registration token per runner");
+        assert!(st.runners.is_empty());
+    }
     let urls = w.urls.lock().unwrap().clone();
     assert_eq!(urls.len(), 2);
     assert!(urls.iter().all(|u| u.ends_with("/acme")), "{urls:?}");

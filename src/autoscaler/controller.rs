@@ -411,8 +411,10 @@ impl<'a> Controller<'a> {
     }
 
     async fn is_org(&mut self) -> Option<bool> {
-        if self.org.is_none() {
-            if let Some(owner) = self.settings.owner.clone() {
+        if self.org.is_none()
+            && let Some(owner) = self.settings.owner.clone()
+        {
+            {
                 match self.client.account(&owner).await {
                     Ok(a) => {
                         self.org = Some(matches!(
@@ -431,8 +433,10 @@ impl<'a> Controller<'a> {
     /// repository.
     async fn scope_for(&mut self, repo: Option<&str>) -> Option<String> {
         let owner = self.settings.owner.clone();
-        if self.is_org().await == Some(true) {
-            if let Some(o) = owner {
+        if self.is_org().await == Some(true)
+            && let Some(o) = owner
+        {
+            {
                 // A repository outside the organization needs its own runner.
                 if repo.is_none_or(|r| split(r).is_some_and(|(ro, _)| ro.eq_ignore_ascii_case(&o)))
                 {
@@ -588,10 +592,10 @@ impl<'a> Controller<'a> {
                             }
                             _ => {
                                 let started = j.started_at.as_deref().and_then(parse_timestamp);
-                                if let Some(r) = &j.runner_name {
-                                    if j.status.as_deref() == Some("in_progress") {
-                                        busy_job.insert(r.clone(), j.name.clone());
-                                    }
+                                if let Some(r) = &j.runner_name
+                                    && j.status.as_deref() == Some("in_progress")
+                                {
+                                    busy_job.insert(r.clone(), j.name.clone());
                                 }
                                 left.insert(key, (started.or(Some(now)), j.runner_name.clone()));
                             }
@@ -781,10 +785,10 @@ impl<'a> Controller<'a> {
         };
         // GitHub's runners, per scope we have or may use.
         let mut scopes: BTreeSet<String> = rows.iter().map(|r| r.scope.clone()).collect();
-        if self.is_org().await == Some(true) {
-            if let Some(o) = &self.settings.owner {
-                scopes.insert(format!("org:{o}"));
-            }
+        if self.is_org().await == Some(true)
+            && let Some(o) = &self.settings.owner
+        {
+            scopes.insert(format!("org:{o}"));
         }
         let prefix = format!("{}-", self.settings.name_prefix);
         let mut listed: BTreeSet<String> = BTreeSet::new();

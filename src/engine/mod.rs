@@ -1794,7 +1794,6 @@ impl Engine {
                 _ => None,
             },
             runners: self.runner_feed(),
-            ..Snapshot::default()
         };
         self.snap_tx.send_replace(Arc::new(snap));
         self.dirty = false;

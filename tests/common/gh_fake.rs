@@ -225,11 +225,8 @@ impl State {
                     );
                 }
                 self.next_id += 1;
-                let jit = format!(
-                    "{}",
-                    base64::engine::general_purpose::STANDARD
-                        .encode(format!("jit-{}-{}-secretpart", self.next_id, name))
-                );
+                let jit = base64::engine::general_purpose::STANDARD
+                    .encode(format!("jit-{}-{}-secretpart", self.next_id, name));
                 let labels: Vec<String> = req["labels"]
                     .as_array()
                     .map(|a| {
