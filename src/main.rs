@@ -233,10 +233,20 @@ async fn mcp_status(cfg: &Config) -> Result<()> {
         .call_tool(rmcp::model::CallToolRequestParams::new("get_system_status"))
         .await
         .context("get_system_status failed")?;
-    let out = res
+    let mut out = res
         .structured_content
         .clone()
         .unwrap_or(serde_json::Value::Null);
+    // The seed's `mcp status` reports on the autoscaler too.
+    if let Ok(a) = client
+        .call_tool(rmcp::model::CallToolRequestParams::new(
+            "get_autoscaler_status",
+        ))
+        .await
+        && let (Some(st), Some(obj)) = (a.structured_content, out.as_object_mut())
+    {
+        obj.insert("autoscaler".into(), st);
+    }
     println!("{}", serde_json::to_string_pretty(&out)?);
     let _ = client.cancel().await;
     Ok(())

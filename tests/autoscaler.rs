@@ -632,3 +632,60 @@ async fn without_jit_a_registration_token_is_used_once_per_runner() {
     }
     assert!(prov.list().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn orphans_are_removed_on_both_sides() {
+    let w = World::new(&["acme/app"], 0).await;
+    let conn = Connection::open(&w.db).unwrap();
+    let prov = w.provider();
+    // A runner of ours that no row knows (a crash before the row was written, an old
+    // install), a runner that is not ours, and a process of ours nothing refers to.
+    {
+        let mut st = w.gh.state.lock().unwrap();
+        for (id, name) in [(501, "flotilla-local-linux-stray"), (502, "build-box-7")] {
+            st.runners.push(gh_fake::FakeRunner {
+                id,
+                name: name.into(),
+                online: false,
+                busy: false,
+                labels: vec!["self-hosted".into()],
+                jit: String::new(),
+            });
+        }
+    }
+    let stray = prov
+        .launch(&flotilla::autoscaler::provider::LaunchSpec {
+            name: "flotilla-local-linux-strayproc".into(),
+            labels: vec![],
+            jit_config: flotilla::github::types::SecretValue::new("c3RyYXk="),
+            registration: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(prov.list().await.unwrap().len(), 1);
+    let clock: SharedClock = Arc::new(SystemClock);
+    let mut ctl = Controller::new(
+        &w.client,
+        &conn,
+        vec![prov.clone()],
+        clock,
+        w.settings(2),
+        None,
+    );
+    let r = ctl.check().await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.orphans, 2, "{r:?}");
+    assert_eq!(w.gh.runner_names(), vec!["build-box-7".to_string()]);
+    assert!(prov.list().await.unwrap().is_empty());
+    assert!(matches!(
+        prov.state(&stray).await.unwrap(),
+        flotilla::autoscaler::provider::InstanceState::Gone
+            | flotilla::autoscaler::provider::InstanceState::Exited { .. }
+    ));
+    assert_eq!(
+        AutoscalerStore::new(&conn)
+            .counter("orphans_removed")
+            .unwrap(),
+        2
+    );
+}

@@ -84,6 +84,7 @@ async fn relays_share_the_owner_engine() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["pid"], owner.0.id());
+    assert_eq!(v["autoscaler"]["enabled"], false, "{v:#}");
     a.cancel().await.unwrap();
     b.cancel().await.unwrap();
 

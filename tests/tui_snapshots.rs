@@ -376,6 +376,8 @@ fn runners_pane_with_runners() {
         pending_jobs: 2,
         checks: 17,
         max_runners: 4,
+        queue_wait_p50_ms: Some(41_000),
+        orphans_removed: 1,
     };
     for (w, h) in [(120u16, 40u16), (80, 24)] {
         let mut u = ui(false);

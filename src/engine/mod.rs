@@ -1829,6 +1829,8 @@ impl Engine {
                         .unwrap_or(0),
                     checks: s.counter("checks").unwrap_or(0),
                     max_runners: self.opts.autoscaler.max_runners,
+                    queue_wait_p50_ms: s.wait_figures(100).ok().and_then(|(w, _)| w),
+                    orphans_removed: s.counter("orphans_removed").unwrap_or(0),
                 }
             }
         }

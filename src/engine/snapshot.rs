@@ -133,6 +133,10 @@ pub enum RunnerFeed {
         checks: u64,
         /// Most runners.
         max_runners: u32,
+        /// Median queued → started at GitHub, ms (last 100 jobs).
+        queue_wait_p50_ms: Option<i64>,
+        /// Orphans removed so far.
+        orphans_removed: u64,
     },
 }
 

@@ -564,16 +564,24 @@ fn render_runners(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, are
         paused,
         pending_jobs,
         max_runners,
+        queue_wait_p50_ms,
+        orphans_removed,
         ..
     } = &snap.runners
     else {
         return;
     };
     let live = rows.iter().filter(|r| r.state != "gone").count();
-    let title = format!(
-        "{live}/{max_runners} · {pending_jobs} queued{}",
-        if *paused { " · PAUSED" } else { "" }
-    );
+    let mut title = format!("{live}/{max_runners} · {pending_jobs} queued");
+    if let Some(w) = queue_wait_p50_ms {
+        title.push_str(&format!(" · wait {}", compact_duration(*w)));
+    }
+    if *orphans_removed > 0 {
+        title.push_str(&format!(" · {orphans_removed} orphans cleaned"));
+    }
+    if *paused {
+        title.push_str(" · PAUSED");
+    }
     let block = pane_block(ui, Pane::Runners, title);
     if rows.is_empty() {
         let hint = match ui.keymap.key_for(Pane::Runners, "runner.provision") {
