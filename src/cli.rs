@@ -57,7 +57,9 @@ pub struct Cli {
     /// Re-runs of a run's failed jobs for flaky failures [default: 3].
     #[arg(long, global = true, value_name = "N")]
     pub retries: Option<u32>,
-    /// Let the orchestrator propose code changes as pull requests.
+    /// Let the orchestrator propose code changes (a missing pip dependency, a formatter's
+    /// output) as pull requests from new `flotilla/…` branches; never pushes to a default
+    /// branch.
     #[arg(long, global = true)]
     pub allow_push: bool,
     /// GitHub REST API base URL (GitHub Enterprise: https://HOST/api/v3).

@@ -272,6 +272,11 @@ pub struct OrchestratorConfig {
     /// Extra pattern catalogues (same schema as assets/patterns.toml; a same id replaces a
     /// built-in pattern), used by the monitor and `classify_log`.
     pub patterns: Vec<PathBuf>,
+    /// Formatter command per pattern tool, for `run_formatter` patches: `tool = [program,
+    /// args...]`, reading the file on stdin and writing it formatted to stdout, `{path}`
+    /// replaced by its repository-relative path. An entry adds a tool or replaces a built-in
+    /// one (`black`, `cargo fmt`, `prettier`); the others stay.
+    pub formatters: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for OrchestratorConfig {
@@ -287,6 +292,7 @@ impl Default for OrchestratorConfig {
             allow_push: false,
             reports_dir: None,
             patterns: Vec::new(),
+            formatters: crate::orchestrator::patch::default_formatters(),
         }
     }
 }
@@ -583,6 +589,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TAILSCALE_AUTH_KEY", "compute.tailscale_auth_key"),
 ];
 
+/// Keys whose value is a table of named entries (`[orchestrator.formatters]`): a layer's table
+/// merges entry by entry over the lower layers instead of replacing them, and one entry can be
+/// set with `--set orchestrator.formatters.black=[...]`.
+pub const MAP_KEYS: &[&str] = &["orchestrator.formatters"];
+
 /// Keys whose values are secrets: masked in `config show` and errors.
 pub const SECRET_KEYS: &[&str] = &[
     "github.token",
@@ -719,7 +730,11 @@ impl ConfigBuilder {
 
     fn lookup(&self, key: &str) -> Option<&Value> {
         let (section, leaf) = key.split_once('.')?;
-        self.root.get(section)?.as_table()?.get(leaf)
+        let t = self.root.get(section)?.as_table()?;
+        match leaf.split_once('.') {
+            Some((map, entry)) if !t.contains_key(leaf) => t.get(map)?.as_table()?.get(entry),
+            _ => t.get(leaf),
+        }
     }
 
     fn put(&mut self, key: &str, v: Value, origin: Origin) -> Result<(), ConfigError> {
@@ -739,18 +754,51 @@ impl ConfigBuilder {
             "orchestrator",
             "autoscaler",
         ];
+        let (leaf, entry) = match leaf.split_once('.') {
+            Some((map, entry)) if MAP_KEYS.contains(&format!("{section}.{map}").as_str()) => {
+                (map, Some(entry))
+            }
+            _ => (leaf, None),
+        };
         if !known_sections.contains(&section) || leaf.contains('.') {
             return Err(ConfigError::UnknownKey {
                 key: key.into(),
                 origin,
             });
         }
+        let map_key = MAP_KEYS.contains(&key);
         let sect = self
             .root
             .entry(section.to_string())
             .or_insert_with(|| Value::Table(Table::new()));
-        if let Value::Table(t) = sect {
-            t.insert(leaf.to_string(), v);
+        let Value::Table(t) = sect else {
+            return Ok(());
+        };
+        match (entry, v) {
+            // `--set section.map.entry=value`: one entry of a map key.
+            (Some(entry), v) => {
+                let map = t
+                    .entry(leaf.to_string())
+                    .or_insert_with(|| Value::Table(Table::new()));
+                if !map.is_table() {
+                    *map = Value::Table(Table::new());
+                }
+                if let Value::Table(m) = map {
+                    m.insert(entry.to_string(), v);
+                }
+            }
+            // A table for a map key merges entry by entry over the lower layers.
+            (None, Value::Table(new)) if map_key && t.get(leaf).is_some_and(Value::is_table) => {
+                if let Some(Value::Table(m)) = t.get_mut(leaf) {
+                    for (k, v) in new {
+                        self.origins.insert(format!("{key}.{k}"), origin.clone());
+                        m.insert(k, v);
+                    }
+                }
+            }
+            (None, v) => {
+                t.insert(leaf.to_string(), v);
+            }
         }
         self.origins.insert(key.to_string(), origin);
         Ok(())
@@ -839,6 +887,16 @@ impl ConfigBuilder {
             && let Err(e) = crate::orchestrator::cmd::catalogue(&c.orchestrator.patterns)
         {
             return Err(self.invalid("orchestrator.patterns", &e.to_string()));
+        }
+        for (tool, argv) in &c.orchestrator.formatters {
+            if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                let key = format!("orchestrator.formatters.{tool}");
+                return Err(self.invalid(
+                    &key,
+                    "must be a command: [program, args...] (the file on stdin, the formatted \
+                     file on stdout, {path} replaced by its path)",
+                ));
+            }
         }
         if c.compute.enabled() {
             let get = |k: &str| c.compute.var(k);
@@ -1044,6 +1102,49 @@ mod tests {
         };
         let (c, _) = ConfigBuilder::new().env(env).unwrap().build().unwrap();
         assert_eq!(c.p2p.bootstrap.len(), 2);
+    }
+
+    #[test]
+    fn formatters_merge_per_tool_and_name_bad_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[orchestrator.formatters]\nblack = [\"/opt/black\", \"-q\", \"-\"]\ngofmt = [\"gofmt\"]\n",
+        )
+        .unwrap();
+        let (c, o) = ConfigBuilder::new()
+            .file(&f, true)
+            .unwrap()
+            .set("orchestrator.formatters.prettier=[\"npx\", \"prettier\", \"--stdin-filepath\", \"{path}\"]")
+            .unwrap()
+            .build()
+            .unwrap();
+        let fm = &c.orchestrator.formatters;
+        assert_eq!(fm["black"], ["/opt/black", "-q", "-"]);
+        assert_eq!(fm["gofmt"], ["gofmt"]);
+        assert_eq!(fm["prettier"][0], "npx");
+        assert_eq!(fm["cargo fmt"][0], "rustfmt", "built-in entries stay");
+        assert_eq!(o["orchestrator.formatters.black"], Origin::File(f.clone()));
+
+        std::fs::write(&f, "[orchestrator.formatters]\nblack = []\n").unwrap();
+        let err = ConfigBuilder::new()
+            .file(&f, true)
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("orchestrator.formatters.black"), "{err}");
+        assert!(err.contains("[]"), "{err}");
+        assert!(err.contains("c.toml"), "{err}");
+        assert!(err.contains("[program, args...]"), "{err}");
+        let err = ConfigBuilder::new()
+            .set("orchestrator.formatters=3")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("orchestrator.formatters"), "{err}");
     }
 
     #[test]

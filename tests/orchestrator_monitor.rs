@@ -17,7 +17,12 @@
 //! - annotations are octocrab's recorded `check_run_annotations.json`;
 //! - `rerun-failed-jobs` answers the recorded `201` (`WorkflowRun.test_rerun_failed_jobs.02`);
 //! - issues and commit comments have no recording: their answers are built in the shape of the
-//!   GitHub docs (`201` with `id`, `number`, `html_url`) and the requests' bodies are checked.
+//!   GitHub docs (`201` with `id`, `number`, `html_url`) and the requests' bodies are checked;
+//! - patches (`--allow-push`): the repository is the recorded `GET /repos/PyGithub/PyGithub`
+//!   (`Repository.testGetWorkflowRuns.01`, default branch `master`), the run's branch the
+//!   recorded `GET …/branches/{b}` (`Workflow.testCreateDispatchWithBranch.04`, renamed);
+//!   contents, Git references and pull requests have no recording and are built in the shape
+//!   of the GitHub docs, with the recorded 422's headers for the "already exists" answers.
 //!
 //! Hop-by-hop and encoding headers are dropped from replays since bodies are re-serialized.
 
@@ -28,6 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use base64::Engine;
 use flotilla::clock::{Clock, ManualClock, SharedClock};
 use flotilla::github::cache::GithubCache;
 use flotilla::github::ratelimit::RetryPolicy;
@@ -42,7 +48,7 @@ use flotilla::orchestrator::store::{
 };
 use rusqlite::Connection;
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path, query_param};
+use wiremock::matchers::{any, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const TOKEN: &str = "fake-gh-token-0123456789abcdefSECRET";
@@ -428,6 +434,214 @@ impl Fake {
             })
             .mount(&self.api)
             .await;
+    }
+
+    fn fixer_with(&self, policy: FixPolicy) -> FixExecutor<'_> {
+        FixExecutor::new(&self.client, &self.conn, self.shared_clock(), policy)
+    }
+
+    /// The recorded repository, its default branch replaced when `default_branch` is given.
+    async fn mount_repo(&self, default_branch: Option<&str>) {
+        let r = rec("Repository.testGetWorkflowRuns.01");
+        let mut body = r.body.clone();
+        if let Some(b) = default_branch {
+            body["default_branch"] = json!(b);
+        }
+        Mock::given(method("GET"))
+            .and(path(format!("/repos/{OWNER}/{NAME}")))
+            .respond_with(replay_with(&r, &body))
+            .mount(&self.api)
+            .await;
+    }
+
+    /// The recorded branch answer, renamed to `name` (the run's branch exists).
+    async fn mount_branch(&self, name: &str) {
+        let r = rec("Workflow.testCreateDispatchWithBranch.04");
+        let mut body = r.body.clone();
+        body["name"] = json!(name);
+        Mock::given(method("GET"))
+            .and(path(format!("/repos/{OWNER}/{NAME}/branches/{name}")))
+            .respond_with(replay_with(&r, &body))
+            .mount(&self.api)
+            .await;
+    }
+
+    /// `GET …/contents/{file}?ref={git_ref}`: the file (base64 wrapped at 60 columns, as GitHub
+    /// sends it) with blob `blob`, or GitHub's 404.
+    async fn mount_file(&self, file: &str, git_ref: &str, content: Option<&[u8]>, blob: &str) {
+        let resp = match content {
+            Some(c) => {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(c);
+                let wrapped: Vec<String> = b64
+                    .as_bytes()
+                    .chunks(60)
+                    .map(|l| format!("{}\n", String::from_utf8_lossy(l)))
+                    .collect();
+                json_response(
+                    &json!({
+                        "type": "file", "encoding": "base64", "size": c.len(),
+                        "name": file.rsplit('/').next().unwrap(), "path": file,
+                        "content": wrapped.concat(), "sha": blob,
+                        "url": format!("https://api.github.com/repos/{OWNER}/{NAME}/contents/{file}?ref={git_ref}"),
+                        "html_url": format!("https://github.com/{OWNER}/{NAME}/blob/{git_ref}/{file}"),
+                    }),
+                    200,
+                )
+            }
+            None => json_response(
+                &json!({"message": "Not Found",
+                        "documentation_url": "https://docs.github.com/rest/repos/contents#get-repository-content",
+                        "status": "404"}),
+                404,
+            ),
+        };
+        Mock::given(method("GET"))
+            .and(path(format!("/repos/{OWNER}/{NAME}/contents/{file}")))
+            .and(query_param("ref", git_ref))
+            .respond_with(resp)
+            .mount(&self.api)
+            .await;
+    }
+
+    /// `POST …/git/refs`: `201` with the reference, or (`exists`) GitHub's
+    /// `422 Reference already exists` with the recorded 422's headers.
+    async fn mount_create_ref(&self, exists: bool) {
+        let refs = Mock::given(method("POST")).and(path(format!("/repos/{OWNER}/{NAME}/git/refs")));
+        if exists {
+            let r = rec("Workflow.testCreateDispatchException.03");
+            refs.respond_with(replay_with(
+                &r,
+                &json!({"message": "Reference already exists",
+                        "documentation_url": "https://docs.github.com/rest/git/refs#create-a-reference",
+                        "status": "422"}),
+            ))
+            .mount(&self.api)
+            .await;
+            return;
+        }
+        refs.respond_with(|req: &Request| {
+            let b: Value = serde_json::from_slice(&req.body).unwrap();
+            let (r, sha) = (b["ref"].as_str().unwrap(), b["sha"].as_str().unwrap());
+            json_response(
+                &json!({"ref": r, "node_id": "REF_kwDO",
+                        "url": format!("https://api.github.com/repos/{OWNER}/{NAME}/git/{r}"),
+                        "object": {"sha": sha, "type": "commit",
+                                   "url": format!("https://api.github.com/repos/{OWNER}/{NAME}/git/commits/{sha}")}}),
+                201,
+            )
+        })
+        .mount(&self.api)
+        .await;
+    }
+
+    /// `PUT …/contents/{file}`: `200` with the new entry and commit `c0ffee…`.
+    async fn mount_put(&self, file: &str) {
+        let file = file.to_string();
+        Mock::given(method("PUT"))
+            .and(path(format!("/repos/{OWNER}/{NAME}/contents/{file}")))
+            .respond_with(move |_: &Request| {
+                json_response(
+                    &json!({"content": {"type": "file", "name": file.rsplit('/').next().unwrap(),
+                                        "path": file, "sha": "95b966ae1c166bd92f8ae7d1c313e738c731dfc3"},
+                            "commit": {"sha": "c0ffee0000000000000000000000000000000001",
+                                       "html_url": format!("https://github.com/{OWNER}/{NAME}/commit/c0ffee0000000000000000000000000000000001"),
+                                       "message": "flotilla"}}),
+                    200,
+                )
+            })
+            .mount(&self.api)
+            .await;
+    }
+
+    /// `POST …/pulls`: `201` with pull request #5, or (`exists`) GitHub's 422 and the open
+    /// pull request #5 from the branch in `GET …/pulls?head=…&state=open`.
+    async fn mount_pulls(&self, exists: bool) {
+        let pulls = format!("/repos/{OWNER}/{NAME}/pulls");
+        let pr = |b: &Value| {
+            json!({"id": 1_000_005, "number": 5, "state": "open", "title": b["title"],
+                   "html_url": format!("https://github.com/{OWNER}/{NAME}/pull/5"),
+                   "head": {"ref": b["head"], "sha": "c0ffee0000000000000000000000000000000001"},
+                   "base": {"ref": b["base"], "sha": "9268749d34be56976fbc1fedd1a72aad057ab751"}})
+        };
+        if exists {
+            let r = rec("Workflow.testCreateDispatchException.03");
+            let branch = "flotilla/fix-python_import_error-3881497935";
+            Mock::given(method("POST"))
+                .and(path(pulls.clone()))
+                .respond_with(replay_with(
+                    &r,
+                    &json!({"message": "Validation Failed",
+                            "errors": [{"resource": "PullRequest", "code": "custom",
+                                        "message": format!("A pull request already exists for {OWNER}:{branch}.")}],
+                            "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
+                            "status": "422"}),
+                ))
+                .mount(&self.api)
+                .await;
+            Mock::given(method("GET"))
+                .and(path(pulls))
+                .and(query_param("head", format!("{OWNER}:{branch}")))
+                .and(query_param("state", "open"))
+                .respond_with(json_response(
+                    &json!([pr(
+                        &json!({"title": "[flotilla] CI: earlier", "head": branch, "base": "main"})
+                    )]),
+                    200,
+                ))
+                .mount(&self.api)
+                .await;
+        } else {
+            Mock::given(method("POST"))
+                .and(path(pulls))
+                .respond_with(move |req: &Request| {
+                    let b: Value = serde_json::from_slice(&req.body).unwrap();
+                    json_response(&pr(&b), 201)
+                })
+                .mount(&self.api)
+                .await;
+        }
+    }
+
+    /// Record a code-change issue of the recorded failed run (as the monitor would).
+    fn code_issue(
+        &self,
+        issue_type: IssueType,
+        action: FixAction,
+        args: &[(&str, &str)],
+        evidence: &str,
+    ) -> String {
+        let run = failed_run(2, "2024-07-30T21:36:21Z");
+        self.store()
+            .upsert(
+                &IssueRecord {
+                    repo: format!("{OWNER}/{NAME}"),
+                    workflow: "CI".into(),
+                    workflow_path: Some(".github/workflows/ci.yml".into()),
+                    run_id: RUN,
+                    run_attempt: 2,
+                    run_url: Some(run["html_url"].as_str().unwrap().to_string()),
+                    head_sha: Some(run["head_sha"].as_str().unwrap().to_string()),
+                    head_branch: Some(run["head_branch"].as_str().unwrap().to_string()),
+                    job_id: Some(JOBS[0]),
+                    job_name: Some("test (Python 3.7)".into()),
+                    issue_type,
+                    severity: Severity::High,
+                    auto_fixable: true,
+                    fix_description: "Fix it".into(),
+                    fix_action: Some(action),
+                    fix_args: args
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    primary: true,
+                    evidence: evidence.into(),
+                    evidence_lines: vec![40],
+                    context: format!(">    40 | {evidence}\n"),
+                },
+                self.clock.now_ms(),
+            )
+            .unwrap()
+            .id
     }
 
     async fn requests(&self, m: &str, p: &str) -> Vec<Request> {
@@ -948,6 +1162,7 @@ async fn dry_run_posts_nothing_and_patches_need_allow_push() {
     let stored = store.get(&patch).unwrap().unwrap();
     assert_eq!(stored.status, IssueStatus::Open);
     assert!(stored.status_reason.starts_with("needs --allow-push"));
+    // With --allow-push, but the run's head commit is unknown: held, nothing sent.
     let outcomes = fixer
         .apply(
             std::slice::from_ref(&patch),
@@ -957,10 +1172,14 @@ async fn dry_run_posts_nothing_and_patches_need_allow_push() {
             },
         )
         .await;
-    assert!(matches!(
-        outcomes[0].result,
-        FixResult::PatchNotImplemented { .. }
-    ));
+    let FixResult::Held { reason } = &outcomes[0].result else {
+        panic!("{:?}", outcomes[0])
+    };
+    assert!(reason.contains("head commit is unknown"), "{reason}");
+    assert_eq!(
+        store.get(&patch).unwrap().unwrap().status,
+        IssueStatus::Open
+    );
     assert_eq!(
         store.get(&cancelled.id).unwrap().unwrap().status,
         IssueStatus::Ignored
@@ -1206,4 +1425,506 @@ async fn through_the_binary_issues_evidence_fix_and_ignore() {
         .filter(|n| n.starts_with("mcp_orchestrator_"))
         .collect();
     assert_eq!(reports.len(), 1, "{reports:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Patches proposed as pull requests (--allow-push)
+
+const BRANCH: &str = "flotilla/fix-python_import_error-3881497935";
+const REQS: &str = "requests>=2.14.0\npynacl>=1.4.0\npyjwt[crypto]>=2.4.0\n";
+
+fn head_sha() -> String {
+    failed_run(2, "x")["head_sha"].as_str().unwrap().to_string()
+}
+
+fn push() -> ExecOptions {
+    ExecOptions {
+        allow_push: true,
+        dry_run: false,
+    }
+}
+
+fn body_of(r: &Request) -> Value {
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+fn decoded(v: &Value) -> String {
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap())
+        .unwrap();
+    String::from_utf8(b).unwrap()
+}
+
+/// A missing Python module with --allow-push: branch `flotilla/fix-…` created at the run's
+/// head commit, `requirements.txt` committed there with the distribution appended, and a pull
+/// request into the run's branch; the issue is `fixing` with the pull request's URL. Nothing
+/// is written to any other branch and the token appears nowhere.
+#[tokio::test]
+async fn allow_push_adds_the_requirement_and_opens_a_pull_request() {
+    let f = Fake::new("2024-07-30T21:40:00Z").await;
+    let sha = head_sha();
+    f.mount_repo(None).await;
+    f.mount_file(
+        "requirements.txt",
+        &sha,
+        Some(REQS.as_bytes()),
+        "blob-at-head",
+    )
+    .await;
+    f.mount_create_ref(false).await;
+    f.mount_put("requirements.txt").await;
+    f.mount_branch("main").await;
+    f.mount_pulls(false).await;
+    let id = f.code_issue(
+        IssueType::PythonImportError,
+        FixAction::AddDependency,
+        &[("package", "yaml"), ("ecosystem", "pip")],
+        "ModuleNotFoundError: No module named 'yaml'",
+    );
+
+    let out = f.fixer().apply(std::slice::from_ref(&id), push()).await;
+    let o = &out[0];
+    assert_eq!(
+        o.result,
+        FixResult::PullRequestOpened {
+            number: 5,
+            url: Some(format!("https://github.com/{OWNER}/{NAME}/pull/5")),
+            branch: BRANCH.into(),
+        },
+        "{o:?}"
+    );
+    assert!(o.applied);
+    assert!(o.notes.is_empty(), "{:?}", o.notes);
+    let stored = f.store().get(&id).unwrap().unwrap();
+    assert_eq!(stored.status, IssueStatus::Fixing);
+    assert!(
+        stored
+            .status_reason
+            .contains("https://github.com/PyGithub/PyGithub/pull/5"),
+        "{}",
+        stored.status_reason
+    );
+
+    // The branch, from the failed run's commit.
+    let refs = f
+        .requests("POST", &format!("/repos/{OWNER}/{NAME}/git/refs"))
+        .await;
+    assert_eq!(refs.len(), 1);
+    assert_eq!(
+        body_of(&refs[0]),
+        json!({"ref": format!("refs/heads/{BRANCH}"), "sha": sha})
+    );
+    // The commit: the old content kept, the distribution (not the import name) appended.
+    let puts = f
+        .requests(
+            "PUT",
+            &format!("/repos/{OWNER}/{NAME}/contents/requirements.txt"),
+        )
+        .await;
+    assert_eq!(puts.len(), 1);
+    let put = body_of(&puts[0]);
+    assert_eq!(decoded(&put["content"]), format!("{REQS}PyYAML\n"));
+    assert_eq!(put["branch"], BRANCH);
+    assert_eq!(put["sha"], "blob-at-head");
+    assert!(
+        put["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("flotilla: add PyYAML (for module yaml) to requirements.txt"),
+        "{put}"
+    );
+    // The pull request: from the flotilla branch into the run's branch, which is not the
+    // default branch (`master`) and not the head.
+    let pulls = f
+        .requests("POST", &format!("/repos/{OWNER}/{NAME}/pulls"))
+        .await;
+    assert_eq!(pulls.len(), 1);
+    let pr = body_of(&pulls[0]);
+    assert_eq!(pr["head"], BRANCH);
+    assert_eq!(pr["base"], "main");
+    assert_ne!(pr["head"], pr["base"]);
+    let text = pr["body"].as_str().unwrap();
+    assert!(text.contains("https://github.com/PyGithub/PyGithub/actions/runs/3881497935"));
+    assert!(text.contains("No module named 'yaml'"), "{text}");
+    assert!(text.contains("add `PyYAML` (for module `yaml`) to requirements.txt"));
+    assert!(
+        text.to_lowercase()
+            .contains("opened by flotilla --allow-push"),
+        "{text}"
+    );
+    assert!(pr["title"].as_str().unwrap().starts_with("[flotilla] CI: "));
+    // Every write names only the flotilla branch; no reference is ever updated.
+    for r in f.posts().await {
+        assert_ne!(r.method.as_str(), "PATCH", "{}", r.url);
+        let b = body_of(&r);
+        for k in ["branch", "head"] {
+            if let Some(v) = b.get(k) {
+                assert_eq!(v, BRANCH, "{} {}", r.method, r.url);
+            }
+        }
+    }
+    // The token appears in no reason, outcome or request body.
+    let all = serde_json::to_string(&out).unwrap() + &stored.status_reason;
+    assert!(!all.contains(TOKEN));
+    for r in f.api.received_requests().await.unwrap() {
+        assert!(!String::from_utf8_lossy(&r.body).contains(TOKEN));
+    }
+
+    // The issue is `fixing` now: a second pass leaves it (and GitHub) alone.
+    let before = f.api.received_requests().await.unwrap().len();
+    assert!(f.fixer().apply(&[id], push()).await.is_empty());
+    assert_eq!(f.api.received_requests().await.unwrap().len(), before);
+}
+
+/// A second attempt: the branch exists (422) and is reused (the commit is made with the
+/// branch's blob, or skipped when the branch already has it), and the pull request that is
+/// already open (422) is found and reported.
+#[tokio::test]
+async fn existing_branch_and_pull_request_are_reused() {
+    let f = Fake::new("2024-07-30T21:40:00Z").await;
+    let sha = head_sha();
+    f.mount_repo(None).await;
+    f.mount_file(
+        "requirements.txt",
+        &sha,
+        Some(REQS.as_bytes()),
+        "blob-at-head",
+    )
+    .await;
+    f.mount_file(
+        "requirements.txt",
+        BRANCH,
+        Some(REQS.as_bytes()),
+        "blob-on-branch",
+    )
+    .await;
+    f.mount_create_ref(true).await;
+    f.mount_put("requirements.txt").await;
+    f.mount_branch("main").await;
+    f.mount_pulls(true).await;
+    let args = [("package", "yaml"), ("ecosystem", "pip")];
+    let ev = "ModuleNotFoundError: No module named 'yaml'";
+    let id = f.code_issue(
+        IssueType::PythonImportError,
+        FixAction::AddDependency,
+        &args,
+        ev,
+    );
+
+    let out = f.fixer().apply(std::slice::from_ref(&id), push()).await;
+    let FixResult::PullRequestOpened { number, branch, .. } = &out[0].result else {
+        panic!("{:?}", out[0])
+    };
+    assert_eq!((*number, branch.as_str()), (5, BRANCH));
+    assert!(
+        out[0].notes.iter().any(|n| n.contains("reused")),
+        "{:?}",
+        out[0].notes
+    );
+    let puts = f
+        .requests(
+            "PUT",
+            &format!("/repos/{OWNER}/{NAME}/contents/requirements.txt"),
+        )
+        .await;
+    assert_eq!(puts.len(), 1);
+    assert_eq!(body_of(&puts[0])["sha"], "blob-on-branch");
+    let stored = f.store().get(&id).unwrap().unwrap();
+    assert_eq!(stored.status, IssueStatus::Fixing);
+    assert!(
+        stored.status_reason.contains("already open"),
+        "{}",
+        stored.status_reason
+    );
+
+    // The branch already holds the change: no second commit.
+    f.api.reset().await;
+    f.mount_repo(None).await;
+    f.mount_file(
+        "requirements.txt",
+        &sha,
+        Some(REQS.as_bytes()),
+        "blob-at-head",
+    )
+    .await;
+    let patched = format!("{REQS}PyYAML\n");
+    f.mount_file(
+        "requirements.txt",
+        BRANCH,
+        Some(patched.as_bytes()),
+        "blob-new",
+    )
+    .await;
+    f.mount_create_ref(true).await;
+    f.mount_branch("main").await;
+    f.mount_pulls(true).await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .named("no second commit")
+        .mount(&f.api)
+        .await;
+    f.store()
+        .set_status(&id, IssueStatus::Open, "again", f.clock.now_ms())
+        .unwrap();
+    let out = f.fixer().apply(std::slice::from_ref(&id), push()).await;
+    assert!(
+        matches!(
+            out[0].result,
+            FixResult::PullRequestOpened { number: 5, .. }
+        ),
+        "{:?}",
+        out[0]
+    );
+    assert!(!out[0].applied, "nothing new was done");
+    f.api.verify().await;
+}
+
+/// The branch guard: a repository whose default branch is the fix branch's name gets no
+/// branch, no commit and no pull request; the issue stays open with the reason.
+#[tokio::test]
+async fn branch_guard_refuses_the_default_branch() {
+    let f = Fake::new("2024-07-30T21:40:00Z").await;
+    f.mount_repo(Some(BRANCH)).await;
+    for (m, what) in [("POST", "git/refs"), ("PUT", "contents"), ("POST", "pulls")] {
+        Mock::given(method(m))
+            .and(move |r: &Request| r.url.path().contains(what))
+            .respond_with(ResponseTemplate::new(500))
+            .expect(0)
+            .named(format!("{m} {what}"))
+            .mount(&f.api)
+            .await;
+    }
+    let id = f.code_issue(
+        IssueType::PythonImportError,
+        FixAction::AddDependency,
+        &[("package", "yaml")],
+        "ModuleNotFoundError: No module named 'yaml'",
+    );
+    let out = f.fixer().apply(std::slice::from_ref(&id), push()).await;
+    let FixResult::Held { reason } = &out[0].result else {
+        panic!("{:?}", out[0])
+    };
+    assert!(reason.contains("default branch"), "{reason}");
+    assert!(reason.contains(BRANCH), "{reason}");
+    let stored = f.store().get(&id).unwrap().unwrap();
+    assert_eq!(stored.status, IssueStatus::Open);
+    assert_eq!(&stored.status_reason, reason);
+    f.api.verify().await;
+}
+
+/// Dry run of a patch: not one request, no status change, and the outcome says what would be
+/// done (and that it needs --allow-push when not given).
+#[tokio::test]
+async fn dry_run_of_a_patch_sends_no_request() {
+    let f = Fake::new("2024-07-30T21:40:00Z").await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .named("any request")
+        .mount(&f.api)
+        .await;
+    let id = f.code_issue(
+        IssueType::PythonImportError,
+        FixAction::AddDependency,
+        &[("package", "yaml"), ("ecosystem", "pip")],
+        "ModuleNotFoundError: No module named 'yaml'",
+    );
+    for allow_push in [false, true] {
+        let out = f
+            .fixer()
+            .apply(
+                std::slice::from_ref(&id),
+                ExecOptions {
+                    allow_push,
+                    dry_run: true,
+                },
+            )
+            .await;
+        let FixResult::DryRun { would } = &out[0].result else {
+            panic!("{:?}", out[0])
+        };
+        assert!(would.contains("propose a pull request"), "{would}");
+        assert!(would.contains(BRANCH), "{would}");
+        assert_eq!(would.contains("needs --allow-push"), !allow_push, "{would}");
+        assert!(!out[0].applied);
+        assert_eq!(
+            f.store().get(&id).unwrap().unwrap().status,
+            IssueStatus::Open
+        );
+    }
+    f.api.verify().await;
+}
+
+/// Nothing to patch creates nothing: the distribution already listed (any spelling), or no
+/// requirements.txt at all; the issue stays open with the reason.
+#[tokio::test]
+async fn nothing_to_patch_creates_no_branch() {
+    let f = Fake::new("2024-07-30T21:40:00Z").await;
+    let sha = head_sha();
+    f.mount_repo(None).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .named("no branch, no pull request")
+        .mount(&f.api)
+        .await;
+    f.mount_file(
+        "requirements.txt",
+        &sha,
+        Some(b"requests\npyyaml>=6\n"),
+        "b1",
+    )
+    .await;
+    let id = f.code_issue(
+        IssueType::PythonImportError,
+        FixAction::AddDependency,
+        &[("package", "yaml"), ("ecosystem", "pip")],
+        "ModuleNotFoundError: No module named 'yaml'",
+    );
+    let out = f.fixer().apply(std::slice::from_ref(&id), push()).await;
+    let FixResult::Held { reason } = &out[0].result else {
+        panic!("{:?}", out[0])
+    };
+    assert!(
+        reason.contains("already listed") && reason.contains("pyyaml>=6"),
+        "{reason}"
+    );
+    assert_eq!(
+        f.store().get(&id).unwrap().unwrap().status,
+        IssueStatus::Open
+    );
+
+    // Another repository state (a commit's content is cached for an hour: move past that).
+    f.clock.advance(2 * 3_600_000);
+    f.api.reset().await;
+    f.mount_repo(None).await;
+    f.mount_file("requirements.txt", &sha, None, "").await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&f.api)
+        .await;
+    let out = f.fixer().apply(std::slice::from_ref(&id), push()).await;
+    let FixResult::Held { reason } = &out[0].result else {
+        panic!("{:?}", out[0])
+    };
+    assert!(
+        reason.contains("no requirements.txt at the repository root"),
+        "{reason}"
+    );
+    assert!(reason.contains("PyYAML"), "{reason}");
+    let stored = f.store().get(&id).unwrap().unwrap();
+    assert_eq!(stored.status, IssueStatus::Open);
+    assert_eq!(&stored.status_reason, reason);
+    f.api.verify().await;
+}
+
+/// rustfmt's finding, classified from its log line, becomes a patch of the file it names:
+/// the real `rustfmt` formats the badly formatted file the fake serves, and exactly its output
+/// is committed on the fix branch.
+#[tokio::test]
+async fn formatter_patch_commits_rustfmt_output() {
+    use flotilla::orchestrator::classify::classify;
+    use flotilla::orchestrator::patterns::Catalogue;
+    let f = Fake::new("2024-07-30T21:40:00Z").await;
+    let sha = head_sha();
+    let ugly = "fn main(){let x=1;\nprintln!(\"{}\",x);}\n";
+    let mut rustfmt = std::process::Command::new("rustfmt")
+        .args(["--edition", "2021", "--emit", "stdout"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("rustfmt is installed");
+    std::io::Write::write_all(&mut rustfmt.stdin.take().unwrap(), ugly.as_bytes()).unwrap();
+    let want = String::from_utf8(rustfmt.wait_with_output().unwrap().stdout).unwrap();
+    assert_ne!(want, ugly);
+
+    let line = format!("Diff in /home/runner/work/{NAME}/{NAME}/src/lib.rs:1:");
+    let c = classify(&Catalogue::builtin(), &line, None);
+    let fix = c.primary().fix.clone().expect("rustfmt_check has a fix");
+    let args: Vec<(&str, &str)> = fix
+        .args
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let id = f.code_issue(IssueType::LintFailure, fix.action, &args, &line);
+    let branch = "flotilla/fix-lint_failure-3881497935";
+    f.mount_repo(None).await;
+    f.mount_file("src/lib.rs", &sha, Some(ugly.as_bytes()), "blob-lib")
+        .await;
+    f.mount_create_ref(false).await;
+    f.mount_put("src/lib.rs").await;
+    f.mount_branch("main").await;
+    f.mount_pulls(false).await;
+
+    let out = f.fixer().apply(std::slice::from_ref(&id), push()).await;
+    assert!(
+        matches!(&out[0].result, FixResult::PullRequestOpened { branch: b, .. } if b == branch),
+        "{:?}",
+        out[0]
+    );
+    let puts = f
+        .requests("PUT", &format!("/repos/{OWNER}/{NAME}/contents/src/lib.rs"))
+        .await;
+    assert_eq!(puts.len(), 1);
+    let put = body_of(&puts[0]);
+    assert_eq!(decoded(&put["content"]), want);
+    assert_eq!(put["branch"], branch);
+    assert_eq!(put["sha"], "blob-lib");
+    let pr = body_of(
+        &f.requests("POST", &format!("/repos/{OWNER}/{NAME}/pulls"))
+            .await[0],
+    );
+    assert!(
+        pr["body"]
+            .as_str()
+            .unwrap()
+            .contains("format `src/lib.rs` with cargo fmt")
+    );
+}
+
+/// A formatter that is not installed: a clear reason on the issue, which stays open; no
+/// branch is created.
+#[tokio::test]
+async fn missing_formatter_binary_keeps_the_issue_open() {
+    let f = Fake::new("2024-07-30T21:40:00Z").await;
+    let sha = head_sha();
+    f.mount_repo(None).await;
+    f.mount_file("src/app.py", &sha, Some(b"x = 1\n"), "blob-app")
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .named("no branch, no pull request")
+        .mount(&f.api)
+        .await;
+    let mut policy = FixPolicy::default();
+    policy.formatters.insert(
+        "black".into(),
+        vec![
+            "flotilla-test-no-such-black".into(),
+            "-q".into(),
+            "-".into(),
+        ],
+    );
+    let id = f.code_issue(
+        IssueType::LintFailure,
+        FixAction::RunFormatter,
+        &[("tool", "black"), ("path", "src/app.py")],
+        "would reformat src/app.py",
+    );
+    let out = f
+        .fixer_with(policy)
+        .apply(std::slice::from_ref(&id), push())
+        .await;
+    let FixResult::Held { reason } = &out[0].result else {
+        panic!("{:?}", out[0])
+    };
+    assert!(reason.contains("flotilla-test-no-such-black"), "{reason}");
+    assert!(reason.contains("not installed"), "{reason}");
+    let stored = f.store().get(&id).unwrap().unwrap();
+    assert_eq!(stored.status, IssueStatus::Open);
+    assert_eq!(&stored.status_reason, reason);
+    f.api.verify().await;
 }

@@ -1,7 +1,8 @@
 //! The engine's orchestrator service: every `orchestrator.interval` it checks the watched
 //! repositories for failed runs (through the GitHub layer's cache), classifies the failed jobs'
 //! logs, stores one issue per (repo, workflow, issue type, run), applies the fixes the policy
-//! allows (re-run flaky jobs within `--retries`, open or update one GitHub issue per class),
+//! allows (re-run flaky jobs within `--retries`, open or update one GitHub issue per class,
+//! with `--allow-push` a pull request for a missing pip dependency or an unformatted file),
 //! and writes the seed's reports.
 //!
 //! The monitor borrows a SQLite connection across awaits, so the service runs on its own
@@ -103,6 +104,7 @@ pub fn start(
             rt.block_on(async move {
                 let policy = FixPolicy {
                     retries: opts.cfg.retries,
+                    formatters: opts.cfg.formatters.clone(),
                     ..FixPolicy::default()
                 };
                 let mut tick = tokio::time::interval(opts.cfg.interval);

@@ -15,7 +15,8 @@
 //! `403`/`429`/`5xx` → [`RetryPolicy::verdict`]; other `4xx` → [`GithubError::Api`].
 //!
 //! Requests follow <https://docs.github.com/en/rest/actions> (runs, jobs, logs, self-hosted
-//! runners, runner groups), `/repos/{o}/{r}/contents`, issues and check-run annotations, with
+//! runners, runner groups), `/repos/{o}/{r}/contents` (read and write), branches, Git
+//! references, pull requests, issues and check-run annotations, with
 //! `Accept: application/vnd.github+json` and `X-GitHub-Api-Version: 2022-11-28`.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,10 +36,11 @@ use super::ratelimit::{
     RateLimitInfo, RateLimiter, RetryPolicy, RetryReason, RetrySignals, Verdict, header_str,
 };
 use super::types::{
-    Account, AccountKind, Annotation, CommitComment, ContentEntry, Issue, IssueComment, JitConfig,
-    JitConfigRequest, Job, JobsPage, NewIssue, Repository, Runner, RunnerGroup, RunnerGroupsPage,
-    RunnerToken, RunnersPage, Workflow, WorkflowFile, WorkflowRun, WorkflowRunsPage, WorkflowsPage,
-    parse_timestamp,
+    Account, AccountKind, Annotation, Branch, BranchCreation, CommitComment, ContentEntry,
+    FileCommit, FileUpdate, GitRef, Issue, IssueComment, JitConfig, JitConfigRequest, Job,
+    JobsPage, NewIssue, NewPullRequest, PullRequest, Repository, Runner, RunnerGroup,
+    RunnerGroupsPage, RunnerToken, RunnersPage, Workflow, WorkflowFile, WorkflowRun,
+    WorkflowRunsPage, WorkflowsPage, parse_timestamp,
 };
 use super::{GithubError, GithubToken};
 use crate::clock::{Millis, SharedClock};
@@ -1003,6 +1005,184 @@ impl GithubClient {
             });
         }
         Ok(out)
+    }
+
+    // ---- branches, commits, pull requests (the orchestrator's patches) ----
+
+    /// `GET /repos/{owner}/{repo}`: the repository, with its `default_branch`
+    /// (<https://docs.github.com/en/rest/repos/repos#get-a-repository>).
+    ///
+    /// # Errors
+    /// [`GithubError`] (404 if it does not exist or the token cannot see it).
+    pub async fn repository(&self, owner: &str, repo: &str) -> Result<Repository> {
+        self.get_json(&format!("/repos/{}/{}", enc(owner), enc(repo)))
+            .await
+    }
+
+    /// `GET /repos/{owner}/{repo}/branches/{branch}`
+    /// (<https://docs.github.com/en/rest/branches/branches#get-a-branch>).
+    ///
+    /// # Errors
+    /// [`GithubError`] (404 if there is no such branch).
+    pub async fn branch(&self, owner: &str, repo: &str, branch: &str) -> Result<Branch> {
+        self.get_json(&format!(
+            "/repos/{}/{}/branches/{}",
+            enc(owner),
+            enc(repo),
+            enc(branch)
+        ))
+        .await
+    }
+
+    /// `POST /repos/{owner}/{repo}/git/refs` with `{"ref": "refs/heads/{branch}", "sha"}`:
+    /// create `branch` at commit `sha`
+    /// (<https://docs.github.com/en/rest/git/refs#create-a-reference>). GitHub's
+    /// `422 Reference already exists` is [`BranchCreation::AlreadyExists`], not an error, so a
+    /// second attempt reuses the branch. Not retried on `5xx`.
+    ///
+    /// # Errors
+    /// [`GithubError`] (422 for an unknown commit, 403/404 without write access).
+    pub async fn create_branch(
+        &self,
+        owner: &str,
+        repo: &str,
+        branch: &str,
+        sha: &str,
+    ) -> Result<BranchCreation> {
+        #[derive(Serialize)]
+        struct B<'a> {
+            #[serde(rename = "ref")]
+            name: &'a str,
+            sha: &'a str,
+        }
+        let name = format!("refs/heads/{branch}");
+        let pq = format!("/repos/{}/{}/git/refs", enc(owner), enc(repo));
+        match self
+            .write_json::<_, GitRef>(Method::POST, &pq, Some(&B { name: &name, sha }))
+            .await
+        {
+            Ok(r) => {
+                self.invalidate(&format!("/repos/{}/{}/branches", enc(owner), enc(repo)));
+                Ok(BranchCreation::Created(r))
+            }
+            Err(GithubError::Api {
+                status: 422,
+                message,
+                ..
+            }) if message.to_ascii_lowercase().contains("already exists") => {
+                Ok(BranchCreation::AlreadyExists)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /repos/{owner}/{repo}/contents/{path}?ref={git_ref}` for a file about to be
+    /// written: the entry with its blob `sha` and base64 `content`
+    /// ([`ContentEntry::decode`])
+    /// (<https://docs.github.com/en/rest/repos/contents#get-repository-content>). A branch or
+    /// tag is read fresh (a write needs the current blob SHA); a full commit SHA names content
+    /// that never changes, so that answer may come from the cache.
+    ///
+    /// # Errors
+    /// [`GithubError::Api`] with status 404 if there is no such file at `git_ref`;
+    /// [`GithubError::Malformed`] if the path is a directory.
+    pub async fn file_entry(
+        &self,
+        owner: &str,
+        repo: &str,
+        path: &str,
+        git_ref: &str,
+    ) -> Result<ContentEntry> {
+        let pq = contents_path(owner, repo, path, Some(git_ref));
+        let ep = endpoint(&Method::GET, &pq);
+        let is_commit = git_ref.len() == 40 && git_ref.bytes().all(|b| b.is_ascii_hexdigit());
+        let body = if is_commit {
+            self.get_cached(&pq).await?.body
+        } else {
+            let raw = self
+                .exchange(Method::GET, &pq, None, &HeaderMap::new())
+                .await?;
+            if raw.status != 200 {
+                return Err(GithubError::Api {
+                    endpoint: ep,
+                    status: raw.status,
+                    message: "expected 200 with the file".into(),
+                    documentation_url: None,
+                });
+            }
+            raw.body
+        };
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Array(_)) => Err(GithubError::Malformed {
+                endpoint: ep,
+                detail: format!("{path} is a directory, not a file"),
+            }),
+            _ => self.decode(&ep, &body),
+        }
+    }
+
+    /// `PUT /repos/{owner}/{repo}/contents/{path}` with `{message, content, sha, branch}`:
+    /// one commit on `update.branch` that sets the file
+    /// (<https://docs.github.com/en/rest/repos/contents#create-or-update-file-contents>).
+    /// Cached reads of the path are dropped.
+    ///
+    /// # Errors
+    /// [`GithubError`] (409 if `sha` is not the branch's current blob, 422 on a bad body,
+    /// 404/403 without write access).
+    pub async fn put_file(
+        &self,
+        owner: &str,
+        repo: &str,
+        path: &str,
+        update: &FileUpdate,
+    ) -> Result<FileCommit> {
+        let pq = contents_path(owner, repo, path, None);
+        let out = self.write_json(Method::PUT, &pq, Some(update)).await?;
+        self.invalidate(&pq);
+        Ok(out)
+    }
+
+    /// `POST /repos/{owner}/{repo}/pulls` with `{title, head, base, body,
+    /// maintainer_can_modify}` (<https://docs.github.com/en/rest/pulls/pulls#create-a-pull-request>).
+    /// Not retried on `5xx`.
+    ///
+    /// # Errors
+    /// [`GithubError`] (422 if a pull request for `head` is already open, if `head` has no
+    /// commit that `base` lacks, or if a branch does not exist).
+    pub async fn create_pull_request(
+        &self,
+        owner: &str,
+        repo: &str,
+        pr: &NewPullRequest,
+    ) -> Result<PullRequest> {
+        let pq = format!("/repos/{}/{}/pulls", enc(owner), enc(repo));
+        let out = self.write_json(Method::POST, &pq, Some(pr)).await?;
+        self.invalidate(&pq);
+        Ok(out)
+    }
+
+    /// `GET /repos/{owner}/{repo}/pulls?head={head}&state={state}`, all pages: pull requests
+    /// from `head` (`owner:branch`) (<https://docs.github.com/en/rest/pulls/pulls#list-pull-requests>).
+    ///
+    /// # Errors
+    /// [`GithubError`].
+    pub async fn pull_requests_from(
+        &self,
+        owner: &str,
+        repo: &str,
+        head: &str,
+        state: &str,
+    ) -> Result<Vec<PullRequest>> {
+        let first = format!(
+            "/repos/{}/{}/pulls?head={}&state={}&per_page={}",
+            enc(owner),
+            enc(repo),
+            enc(head),
+            enc(state),
+            self.per_page
+        );
+        self.paginate(first, |p: Vec<PullRequest>| p, |_| true)
+            .await
     }
 
     // ---- runners ----

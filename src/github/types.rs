@@ -526,6 +526,144 @@ pub struct CommitComment {
     pub html_url: Option<String>,
 }
 
+/// A branch (`GET /repos/{o}/{r}/branches/{branch}`,
+/// <https://docs.github.com/en/rest/branches/branches#get-a-branch>).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Branch {
+    /// Branch name, e.g. `main`.
+    pub name: String,
+    /// Its head commit.
+    #[serde(default)]
+    pub commit: Option<ShaRef>,
+    /// Whether branch protection is on.
+    #[serde(default)]
+    pub protected: bool,
+}
+
+/// An object named by its SHA (a branch's commit, a reference's target, a created commit).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShaRef {
+    /// Object SHA (40 hex digits).
+    pub sha: String,
+    /// `commit`, `tag`, ... (references only).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Web URL (created commits only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html_url: Option<String>,
+}
+
+/// A Git reference as created (`POST /repos/{o}/{r}/git/refs`,
+/// <https://docs.github.com/en/rest/git/refs#create-a-reference>).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GitRef {
+    /// Full name, e.g. `refs/heads/flotilla/fix-lint_failure-42`.
+    #[serde(rename = "ref")]
+    pub name: String,
+    /// The object it points at.
+    pub object: ShaRef,
+}
+
+/// What `POST /repos/{o}/{r}/git/refs` did for a branch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BranchCreation {
+    /// The branch was created at the requested commit.
+    Created(GitRef),
+    /// GitHub answered `422 Reference already exists`: an earlier attempt made it.
+    AlreadyExists,
+}
+
+/// Body of `PUT /repos/{o}/{r}/contents/{path}`
+/// (<https://docs.github.com/en/rest/repos/contents#create-or-update-file-contents>): one
+/// commit on `branch` that sets the file to `content`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileUpdate {
+    /// Commit message.
+    pub message: String,
+    /// The new content, base64 (standard alphabet, padded, no line breaks).
+    pub content: String,
+    /// Blob SHA of the file being replaced (required when it exists; GitHub answers `409` if
+    /// it is not the branch's current one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
+    /// Branch to commit on.
+    pub branch: String,
+}
+
+impl FileUpdate {
+    /// An update of the file whose blob is `sha` to `content` (bytes, encoded here).
+    pub fn new(message: &str, content: &[u8], sha: Option<String>, branch: &str) -> Self {
+        FileUpdate {
+            message: message.to_string(),
+            content: base64::engine::general_purpose::STANDARD.encode(content),
+            sha,
+            branch: branch.to_string(),
+        }
+    }
+}
+
+/// Answer of `PUT /repos/{o}/{r}/contents/{path}`: the new file entry and the commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileCommit {
+    /// The file as written (no `content`).
+    #[serde(default)]
+    pub content: Option<ContentEntry>,
+    /// The commit made.
+    pub commit: ShaRef,
+}
+
+/// Body of `POST /repos/{o}/{r}/pulls`
+/// (<https://docs.github.com/en/rest/pulls/pulls#create-a-pull-request>).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewPullRequest {
+    /// Title.
+    pub title: String,
+    /// Branch with the changes (`branch`, or `owner:branch` across forks).
+    pub head: String,
+    /// Branch the changes go into.
+    pub base: String,
+    /// Markdown body.
+    pub body: String,
+    /// Let maintainers push to the head branch.
+    pub maintainer_can_modify: bool,
+}
+
+/// A branch end of a pull request (`head` or `base`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullRequestEnd {
+    /// Branch name.
+    #[serde(rename = "ref")]
+    pub branch: String,
+    /// Commit.
+    #[serde(default)]
+    pub sha: Option<String>,
+}
+
+/// A pull request (`POST /repos/{o}/{r}/pulls`, `GET /repos/{o}/{r}/pulls`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// Global id.
+    #[serde(default)]
+    pub id: u64,
+    /// Number within the repository.
+    pub number: u64,
+    /// `open` or `closed`.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Title.
+    #[serde(default)]
+    pub title: String,
+    /// Web URL.
+    #[serde(default)]
+    pub html_url: Option<String>,
+    /// The branch with the changes.
+    #[serde(default)]
+    pub head: Option<PullRequestEnd>,
+    /// The branch they go into.
+    #[serde(default)]
+    pub base: Option<PullRequestEnd>,
+}
+
 /// A check-run annotation (`GET /repos/{o}/{r}/check-runs/{id}/annotations`); a job's timeout
 /// message lives here, not in its log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -325,7 +325,8 @@ pub struct IssueIdArgs {
 pub struct ApplyFixArgs {
     /// Issue id (`iss-...`).
     pub issue_id: String,
-    /// Must be true: a fix re-runs jobs or files a GitHub issue (not needed for a dry run).
+    /// Must be true: a fix re-runs jobs, files a GitHub issue or opens a pull request (not
+    /// needed for a dry run).
     #[serde(default)]
     pub confirm: bool,
     /// Only say what would be done.
@@ -754,9 +755,10 @@ impl FlotillaMcp {
         }
     }
 
-    /// Apply an issue's fix: re-run failed jobs for flaky classes (within --retries), or open
-    /// or update the GitHub issue for its class. Destructive: needs confirm=true; dry_run plans
-    /// only.
+    /// Apply an issue's fix: re-run failed jobs for flaky classes (within --retries), open or
+    /// update the GitHub issue for its class, or, with --allow-push, open a pull request from a
+    /// new flotilla/ branch that adds a missing pip dependency or a formatter's output (never a
+    /// default branch). Destructive: needs confirm=true; dry_run plans only.
     #[tool(name = "apply_fix")]
     async fn apply_fix(
         &self,

@@ -1034,6 +1034,27 @@ mod tests {
         let fix = c.primary().fix.as_ref().unwrap();
         assert_eq!(fix.action, FixAction::RunFormatter);
         assert_eq!(fix.args["path"], "src/app.py");
+        let c = classify(&CAT, "Would reformat: src/b.py", None);
+        assert_eq!(c.primary().fix.as_ref().unwrap().args["path"], "src/b.py");
+
+        // rustfmt names the file in both of its formats (old `at line N`, new `:N`).
+        for (line, want) in [
+            (
+                "Diff in /home/runner/work/x/x/src/lib.rs at line 3:",
+                "/home/runner/work/x/x/src/lib.rs",
+            ),
+            (
+                "Diff in /home/runner/work/x/x/src/main.rs:12:",
+                "/home/runner/work/x/x/src/main.rs",
+            ),
+            (r"Diff in D:\a\x\x\src\x.rs:1:", r"D:\a\x\x\src\x.rs"),
+        ] {
+            let c = classify(&CAT, line, None);
+            assert_eq!(c.primary().pattern_id, "rustfmt_check", "{line}");
+            let fix = c.primary().fix.as_ref().unwrap();
+            assert_eq!(fix.args["tool"], "cargo fmt");
+            assert_eq!(fix.args["path"], want, "{line}");
+        }
         assert_eq!(expand("$$1 $9 $", None), "$1  $");
     }
 

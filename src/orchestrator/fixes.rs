@@ -11,39 +11,75 @@
 //!    and `docker_failure` when its evidence points at the network or a registry) →
 //!    [`FixPlan::RerunFailedJobs`], at most [`FixPolicy::retries`] times per run across checks
 //!    (the count is stored); past the bound → [`FixPlan::Hold`] with the reason;
-//! 4. a fix that changes code (the pattern's `add_dependency` or `run_formatter`) →
-//!    [`FixPlan::ProposePatch`]: never applied here. Without `--allow-push` it is reported as
-//!    needing it; with it, as not implemented (branch, commit and pull-request work is left out
-//!    of this module). Such a patch would go to a new `flotilla/…` branch, never a default
-//!    branch;
+//! 4. a fix that changes code (the pattern's `add_dependency` or `run_formatter`) that can be
+//!    made as a patch → [`FixPlan::ProposePatch`], on the branch [`fix_branch`]
+//!    (`flotilla/fix-{issue_type}-{run_id}`):
+//!    - `add_dependency` for pip (the pattern's `ecosystem`, or a `python_import_error`
+//!      without one): append the module's distribution ([`pip_distribution`]: `yaml` →
+//!      `PyYAML`, ...) to `requirements.txt` at the repository root;
+//!    - `run_formatter` with a `path` and a tool that has a command
+//!      ([`FixPolicy::formatters`], `orchestrator.formatters`): format that file (the log's
+//!      runner-absolute path made repository-relative, [`repo_relative_path`]).
+//!
+//!    A code change that cannot be a patch goes to step 5, with the reason in the issue: an
+//!    npm `add_dependency` (that pattern fires on a registry 404: the name is wrong, adding it
+//!    cannot help), another ecosystem, a formatter finding without a path (prettier's summary
+//!    line) or with a path outside the checkout, a tool without a command;
 //! 5. anything else → [`FixPlan::FileIssue`]: open or update one GitHub issue per
 //!    `(repo, workflow, issue_type)`, titled [`issue_title`], labelled [`FixPolicy::label`],
 //!    and comment on the run's commit with a short verdict.
 //!
 //! # Execution
 //! [`FixExecutor::apply`] acts on `open` issues only. Statuses move `open → fixing → fixed`
-//! (re-run requested / issue filed or updated), or stay `open` with the reason (action failed,
-//! retry bound reached, patch needs `--allow-push`), or become `ignored`. With
-//! [`ExecOptions::dry_run`] nothing is sent to GitHub (no request at all) and no status
-//! changes: each outcome says what would be done. The executor never pushes, never creates a
-//! branch and never touches a default branch.
+//! (re-run requested / issue filed or updated), `open → fixing` (pull request opened: it stays
+//! `fixing` while people review it), or stay `open` with the reason (action failed, retry
+//! bound reached, patch needs `--allow-push`, patch not possible), or become `ignored`. With
+//! [`ExecOptions::dry_run`] nothing is sent to GitHub (no request at all), no formatter runs
+//! and no status changes: each outcome says what would be done.
+//!
+//! A patch is applied only with [`ExecOptions::allow_push`] (`--allow-push`; without it:
+//! [`FixResult::NeedsAllowPush`]), through the REST API, in this order:
+//! 1. `GET /repos/{o}/{r}`: the default branch; the branch guard ([`check_fix_branch`]) refuses
+//!    any branch that does not start with `flotilla/` or that is the default branch or the
+//!    run's head branch, before anything is written;
+//! 2. `GET …/contents/{file}?ref={head_sha}`: the file as the failed run saw it; the new
+//!    content is computed from it ([`add_requirement`], or the formatter run locally,
+//!    [`super::formatter`]). No change needed (already listed, already formatted), no
+//!    `requirements.txt`, a missing formatter: the issue stays `open` with that reason and
+//!    nothing is created;
+//! 3. `POST …/git/refs`: the branch at the run's `head_sha`; `422 Reference already exists`
+//!    (an earlier attempt) reuses it: its file is read again, the commit is skipped if it
+//!    already holds the new content, and a branch someone else changed is left alone;
+//! 4. `PUT …/contents/{file}` with the blob SHA: the commit on the branch;
+//! 5. `POST …/pulls` from the branch into the run's head branch if it still exists
+//!    (`GET …/branches/{b}`), else the default branch; if one is already open (`422`), it is
+//!    found with `GET …/pulls?head={owner}:{branch}&state=open` and reported.
+//!
+//! The executor never pushes to, and never writes a commit on, any branch but its own
+//! `flotilla/…` branch.
 //!
 //! Finding the GitHub issue to update: the number stored for `(repo, workflow, issue_type)`
 //! first (used if that issue is still open), else the open issues labelled
 //! [`FixPolicy::label`] with the same title, else a new issue. Later occurrences are added as
 //! comments. The commit comment is made once per run and class.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use regex::Regex;
 use rusqlite::Connection;
 use serde::Serialize;
 
+use super::formatter::run_formatter;
+use super::patch::{
+    PatchChange, RequirementsEdit, add_requirement, check_fix_branch, default_formatters,
+    fix_branch, formatter_argv, pip_distribution, repo_relative_path,
+};
 use super::patterns::{FixAction, IssueType};
 use super::store::{IssueFilter, IssueStatus, IssueStore, StoreError, StoredIssue};
 use crate::clock::SharedClock;
-use crate::github::types::NewIssue;
+use crate::github::types::{BranchCreation, FileUpdate, NewIssue, NewPullRequest};
 use crate::github::{GithubClient, GithubError};
 
 /// Classes whose failures are usually transient: re-running the failed jobs is the fix.
@@ -63,6 +99,12 @@ pub struct FixPolicy {
     pub label: String,
     /// Classes left alone (status `ignored`; default `cancelled`).
     pub ignore_types: Vec<IssueType>,
+    /// Formatter command per pattern tool (`black`, `cargo fmt`, `prettier`, ...): program and
+    /// arguments, reading stdin and writing stdout, `{path}` replaced by the file's path
+    /// (default [`default_formatters`]; `orchestrator.formatters`).
+    pub formatters: BTreeMap<String, Vec<String>>,
+    /// Longest a formatter may run on one file (default 60 s).
+    pub formatter_timeout: Duration,
 }
 
 impl Default for FixPolicy {
@@ -71,6 +113,8 @@ impl Default for FixPolicy {
             retries: 3,
             label: "flotilla".into(),
             ignore_types: vec![IssueType::Cancelled],
+            formatters: default_formatters(),
+            formatter_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -148,10 +192,15 @@ pub enum FixPlan {
         /// The commit comment (the issue number is appended when known).
         commit_comment: String,
     },
-    /// A code change (add a dependency, run a formatter): proposed, never applied here.
+    /// A code change (add a dependency, run a formatter), proposed as a pull request from
+    /// `branch` (with `--allow-push` only).
     ProposePatch {
-        /// What the patch would do.
+        /// What the patch does, and on which branch.
         description: String,
+        /// The branch it is committed on ([`fix_branch`]).
+        branch: String,
+        /// The change.
+        change: PatchChange,
     },
     /// Do nothing now; the issue stays `open` with the reason.
     Hold {
@@ -175,7 +224,9 @@ impl FixPlan {
                 retries,
             } => format!("re-run failed jobs of run {run_id} ({rerun} of {retries})"),
             FixPlan::FileIssue { title, .. } => format!("open or update issue \"{title}\""),
-            FixPlan::ProposePatch { description } => format!("propose patch: {description}"),
+            FixPlan::ProposePatch { description, .. } => {
+                format!("propose a pull request: {description}")
+            }
             FixPlan::Hold { reason } => format!("hold: {reason}"),
             FixPlan::Ignore { reason } => format!("ignore: {reason}"),
         }
@@ -239,8 +290,11 @@ fn evidence_block(issue: &StoredIssue) -> String {
     format!("Evidence{lines}:\n\n{}", code_block(text))
 }
 
-fn issue_body(issue: &StoredIssue) -> String {
+fn issue_body(issue: &StoredIssue, no_patch: Option<&str>) -> String {
     let r = &issue.record;
+    let no_patch = no_patch
+        .map(|w| format!("**Not patched automatically:** {w}.\n\n"))
+        .unwrap_or_default();
     let path = r
         .workflow_path
         .as_deref()
@@ -253,7 +307,7 @@ fn issue_body(issue: &StoredIssue) -> String {
         .unwrap_or_default();
     format!(
         "**Workflow:** {}{path}\n**Class:** `{}` (severity {})\n**Run:** {}{branch} at `{}`\n\
-         **Job:** {}\n\n{}\n**Suggested fix:** {}\n\n<sub>Filed by flotilla's failure \
+         **Job:** {}\n\n{}\n**Suggested fix:** {}\n\n{no_patch}<sub>Filed by flotilla's failure \
          orchestrator; later occurrences are added as comments.</sub>\n",
         r.workflow,
         r.issue_type,
@@ -306,33 +360,84 @@ fn commit_verdict(issue: &StoredIssue) -> String {
     )
 }
 
-fn patch_description(issue: &StoredIssue) -> Option<String> {
+/// Whether `name` can be written into `requirements.txt` as a distribution name (PEP 508
+/// names: letters, digits, `-`, `_`, `.`, starting and ending with a letter or digit).
+fn is_distribution_name(name: &str) -> bool {
+    let ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    ok(name.chars().next())
+        && ok(name.chars().last())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The patch of a code-change fix, or why it cannot be one; `None` if the fix changes no code.
+fn code_fix(issue: &StoredIssue, policy: &FixPolicy) -> Option<Result<PatchChange, String>> {
     let r = &issue.record;
     let arg = |k: &str| {
         r.fix_args
             .get(k)
-            .map(String::as_str)
+            .map(|v| v.trim())
             .filter(|v| !v.is_empty())
     };
-    let what = match r.fix_action? {
-        FixAction::AddDependency => format!(
-            "add the missing dependency `{}`{} to the project's manifest",
-            arg("package")?,
-            arg("ecosystem")
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default()
-        ),
-        FixAction::RunFormatter => format!(
-            "run `{}` on {} and commit the result",
-            arg("tool")?,
-            arg("path").map_or_else(|| "the repository".to_string(), |p| format!("`{p}`"))
-        ),
+    Some(match r.fix_action? {
+        FixAction::AddDependency => {
+            let Some(package) = arg("package") else {
+                return Some(Err("the log names no package".into()));
+            };
+            let inferred = (r.issue_type == IssueType::PythonImportError).then_some("pip");
+            match arg("ecosystem").or(inferred) {
+                Some("pip") => {
+                    let module = package.split('.').next().unwrap_or(package);
+                    let (dist, alternatives) = pip_distribution(module);
+                    if is_distribution_name(dist) {
+                        Ok(PatchChange::AddRequirement {
+                            module: module.to_string(),
+                            distribution: dist.to_string(),
+                            alternatives: alternatives.iter().map(|s| s.to_string()).collect(),
+                        })
+                    } else {
+                        Err(format!("`{package}` is not a valid distribution name"))
+                    }
+                }
+                Some("npm") => Err(format!(
+                    "the npm registry answered 404 for `{package}`: the name (or its scope) is \
+                     wrong, so adding it to package.json cannot help"
+                )),
+                Some(other) => Err(format!("adding a {other} dependency is not supported")),
+                None => Err(format!(
+                    "the pattern does not say which ecosystem `{package}` is from"
+                )),
+            }
+        }
+        FixAction::RunFormatter => {
+            let Some(tool) = arg("tool") else {
+                return Some(Err("the pattern names no formatter".into()));
+            };
+            let Some(command) = policy.formatters.get(tool) else {
+                return Some(Err(format!(
+                    "no command for formatter {tool} (orchestrator.formatters)"
+                )));
+            };
+            let Some(raw) = arg("path") else {
+                return Some(Err(format!(
+                    "the log does not say which file {tool} would change"
+                )));
+            };
+            let name = r.repo.split_once('/').map_or(r.repo.as_str(), |(_, n)| n);
+            match repo_relative_path(raw, name) {
+                Some(path) => Ok(PatchChange::Format {
+                    tool: tool.to_string(),
+                    command: formatter_argv(command, &path),
+                    path,
+                }),
+                None => Err(format!(
+                    "`{raw}` is not a path inside the repository's checkout"
+                )),
+            }
+        }
         FixAction::RerunFailedJobs | FixAction::OpenIssue => return None,
-    };
-    Some(format!(
-        "{what}, on a new branch `flotilla/fix-{}-{}` (never the default branch)",
-        r.issue_type, r.run_id
-    ))
+    })
 }
 
 /// Plan the fix of one issue (see the module docs). Pure: the same issue and policy always
@@ -373,13 +478,25 @@ pub fn plan_fix(issue: &StoredIssue, policy: &FixPolicy) -> FixPlan {
             retries: policy.retries,
         };
     }
-    if let Some(description) = patch_description(issue) {
-        return FixPlan::ProposePatch { description };
-    }
+    let no_patch = match code_fix(issue, policy) {
+        Some(Ok(change)) => {
+            let branch = fix_branch(r.issue_type, r.run_id);
+            return FixPlan::ProposePatch {
+                description: format!(
+                    "{}, on a new branch `{branch}` (never the default branch)",
+                    change.describe()
+                ),
+                branch,
+                change,
+            };
+        }
+        Some(Err(why)) => Some(why),
+        None => None,
+    };
     FixPlan::FileIssue {
         title: issue_title(&r.workflow, r.issue_type),
         labels: vec![policy.label.clone()],
-        body: issue_body(issue),
+        body: issue_body(issue, no_patch.as_deref()),
         update: issue_update(issue),
         commit_sha: r.head_sha.clone().filter(|s| !s.is_empty()),
         commit_comment: commit_verdict(issue),
@@ -389,8 +506,8 @@ pub fn plan_fix(issue: &StoredIssue, policy: &FixPolicy) -> FixPlan {
 /// Executor switches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExecOptions {
-    /// `--allow-push`: code changes may be pushed to a new branch (not implemented: such plans
-    /// are still only reported).
+    /// `--allow-push`: code changes are committed on a new `flotilla/…` branch and proposed as
+    /// a pull request (without it they are only reported).
     pub allow_push: bool,
     /// Plan only: no request to GitHub, no status change.
     pub dry_run: bool,
@@ -427,10 +544,15 @@ pub enum FixResult {
         /// What it would do.
         description: String,
     },
-    /// `--allow-push` was given, but applying patches is not implemented.
-    PatchNotImplemented {
-        /// What it would do.
-        description: String,
+    /// The patch was committed on its branch and a pull request is open (opened now, or
+    /// found open from an earlier attempt).
+    PullRequestOpened {
+        /// Its number.
+        number: u64,
+        /// Web URL.
+        url: Option<String>,
+        /// The branch with the patch.
+        branch: String,
     },
     /// Nothing done; the issue stays open.
     Held {
@@ -467,8 +589,8 @@ impl FixResult {
             FixResult::NeedsAllowPush { description } => {
                 format!("needs --allow-push: {description}")
             }
-            FixResult::PatchNotImplemented { description } => {
-                format!("patch application is not implemented: {description}")
+            FixResult::PullRequestOpened { number, branch, .. } => {
+                format!("pull request #{number} open from {branch}")
             }
             FixResult::Held { reason } => format!("held: {reason}"),
             FixResult::Ignored { reason } => format!("ignored: {reason}"),
@@ -495,7 +617,8 @@ pub struct FixOutcome {
     pub plan: FixPlan,
     /// What happened.
     pub result: FixResult,
-    /// Whether something was done on GitHub (re-run requested, issue opened or commented).
+    /// Whether something was done on GitHub (re-run requested, issue opened or commented,
+    /// patch committed or pull request opened).
     pub applied: bool,
     /// The issue's status afterwards.
     pub status: IssueStatus,
@@ -523,6 +646,64 @@ fn split_repo(repo: &str) -> Result<(&str, &str), String> {
     repo.split_once('/')
         .filter(|(o, n)| !o.is_empty() && !n.is_empty())
         .ok_or_else(|| format!("{repo:?} is not owner/name"))
+}
+
+/// Why a patch stopped: `Hold` keeps the issue open with a reason (nothing to do, not
+/// possible here), `Fail` is an error of GitHub or the store.
+enum PatchStop {
+    Hold(String),
+    Fail(String),
+}
+
+/// The pull request a patch ended in.
+struct OpenedPr {
+    number: u64,
+    url: Option<String>,
+    /// Opened now (not found open from an earlier attempt).
+    created: bool,
+    /// The commit was made now.
+    committed: bool,
+}
+
+/// Body of a patch's pull request: the failure, its evidence and what was changed.
+fn pr_body(
+    issue: &StoredIssue,
+    change: &PatchChange,
+    branch: &str,
+    commit: Option<&str>,
+) -> String {
+    let r = &issue.record;
+    let commit = commit
+        .map(|c| format!(" in commit `{}`", short_sha(Some(c))))
+        .unwrap_or_default();
+    let how = match change {
+        PatchChange::AddRequirement { module, .. } => format!(
+            "The job failed because Python module `{module}` is missing; this adds the \
+             distribution that provides it."
+        ),
+        PatchChange::Format { command, .. } => format!(
+            "The formatter check failed; this is the file as `{}` formats it.",
+            command.join(" ")
+        ),
+    };
+    format!(
+        "**Workflow:** {}\n**Class:** `{}` (severity {})\n**Run:** {}{} at `{}`\n**Job:** {}\n\n\
+         {}\n**Change:** {}{commit} on `{branch}`. {how}\n\n<sub>Opened by flotilla \
+         --allow-push from the failed run's commit; flotilla never pushes to a default branch. \
+         Review before merging.</sub>\n",
+        r.workflow,
+        r.issue_type,
+        r.severity,
+        run_link(issue),
+        r.head_branch
+            .as_deref()
+            .map(|b| format!(" on `{b}`"))
+            .unwrap_or_default(),
+        short_sha(r.head_sha.as_deref()),
+        r.job_name.as_deref().unwrap_or("-"),
+        evidence_block(issue),
+        change.describe(),
+    )
 }
 
 enum Filed {
@@ -615,13 +796,11 @@ impl<'a> FixExecutor<'a> {
         let r = &issue.record;
         let mut notes = Vec::new();
         let (result, applied, status) = if opts.dry_run {
-            (
-                FixResult::DryRun {
-                    would: plan.summary(),
-                },
-                false,
-                issue.status,
-            )
+            let mut would = plan.summary();
+            if matches!(plan, FixPlan::ProposePatch { .. }) && !opts.allow_push {
+                would.push_str(" (needs --allow-push)");
+            }
+            (FixResult::DryRun { would }, false, issue.status)
         } else {
             self.execute(&issue, &plan, opts, reran, &mut notes).await
         };
@@ -670,24 +849,66 @@ impl<'a> FixExecutor<'a> {
                     IssueStatus::Ignored,
                 )
             }
-            FixPlan::ProposePatch { description } => {
-                let (result, reason) = if opts.allow_push {
-                    (
-                        FixResult::PatchNotImplemented {
-                            description: description.clone(),
-                        },
-                        format!("patch application is not implemented: {description}"),
-                    )
-                } else {
-                    (
-                        FixResult::NeedsAllowPush {
-                            description: description.clone(),
-                        },
-                        format!("needs --allow-push: {description}"),
-                    )
-                };
-                self.set(id, IssueStatus::Open, &reason, notes);
-                (result, false, IssueStatus::Open)
+            FixPlan::ProposePatch {
+                description,
+                branch,
+                change,
+            } => {
+                if !opts.allow_push {
+                    self.set(
+                        id,
+                        IssueStatus::Open,
+                        &format!("needs --allow-push: {description}"),
+                        notes,
+                    );
+                    let result = FixResult::NeedsAllowPush {
+                        description: description.clone(),
+                    };
+                    return (result, false, IssueStatus::Open);
+                }
+                self.set(
+                    id,
+                    IssueStatus::Fixing,
+                    &format!("preparing a pull request from `{branch}`"),
+                    notes,
+                );
+                match self.propose_patch(issue, branch, change, notes).await {
+                    Ok(pr) => {
+                        let at = pr.url.clone().unwrap_or_else(|| format!("#{}", pr.number));
+                        let reason = if pr.created {
+                            format!(
+                                "pull request #{} opened: {at} (branch `{branch}`)",
+                                pr.number
+                            )
+                        } else {
+                            format!(
+                                "pull request #{} already open: {at} (branch `{branch}`)",
+                                pr.number
+                            )
+                        };
+                        self.set(id, IssueStatus::Fixing, &reason, notes);
+                        let applied = pr.created || pr.committed;
+                        let result = FixResult::PullRequestOpened {
+                            number: pr.number,
+                            url: pr.url,
+                            branch: branch.clone(),
+                        };
+                        (result, applied, IssueStatus::Fixing)
+                    }
+                    Err(PatchStop::Hold(reason)) => {
+                        self.set(id, IssueStatus::Open, &reason, notes);
+                        (FixResult::Held { reason }, false, IssueStatus::Open)
+                    }
+                    Err(PatchStop::Fail(e)) => {
+                        self.set(
+                            id,
+                            IssueStatus::Open,
+                            &format!("pull request failed: {e}"),
+                            notes,
+                        );
+                        (FixResult::Failed { error: e }, false, IssueStatus::Open)
+                    }
+                }
             }
             FixPlan::RerunFailedJobs { run_id, .. } => {
                 let key = (r.repo.clone(), *run_id);
@@ -802,6 +1023,221 @@ impl<'a> FixExecutor<'a> {
                 self.set(id, IssueStatus::Fixed, &reason, notes);
                 (result, true, IssueStatus::Fixed)
             }
+        }
+    }
+
+    /// The new content of `change`'s file, from its content `old` at `at` (a commit, for
+    /// messages). `Hold` when nothing needs to change or the formatter cannot run.
+    async fn patched(
+        &self,
+        change: &PatchChange,
+        old: &[u8],
+        at: &str,
+    ) -> Result<Vec<u8>, PatchStop> {
+        match change {
+            PatchChange::AddRequirement {
+                distribution,
+                alternatives,
+                ..
+            } => {
+                let text = std::str::from_utf8(old).map_err(|_| {
+                    PatchStop::Hold(format!(
+                        "{} at {at} is not UTF-8 text; add `{distribution}` by hand",
+                        change.file()
+                    ))
+                })?;
+                let alts: Vec<&str> = alternatives.iter().map(String::as_str).collect();
+                match add_requirement(text, distribution, &alts) {
+                    RequirementsEdit::Added(new) => Ok(new.into_bytes()),
+                    RequirementsEdit::AlreadyListed(line) => Err(PatchStop::Hold(format!(
+                        "`{distribution}` is already listed in {} at {at} (`{line}`): the import \
+                         error has another cause (install step, environment, module name)",
+                        change.file()
+                    ))),
+                }
+            }
+            PatchChange::Format {
+                tool,
+                path,
+                command,
+            } => {
+                let out = run_formatter(tool, command, old, self.policy.formatter_timeout)
+                    .await
+                    .map_err(|e| PatchStop::Hold(e.to_string()))?;
+                if out == old {
+                    Err(PatchStop::Hold(format!(
+                        "{tool} on this host leaves `{path}` at {at} unchanged: the CI check may \
+                         use another version or configuration"
+                    )))
+                } else if out.is_empty() {
+                    Err(PatchStop::Hold(format!(
+                        "{tool} gave no output for `{path}`: not committing an empty file"
+                    )))
+                } else {
+                    Ok(out)
+                }
+            }
+        }
+    }
+
+    /// Commit `change` on `branch` and open (or find) the pull request; see the module docs
+    /// for the steps.
+    async fn propose_patch(
+        &self,
+        issue: &StoredIssue,
+        branch: &str,
+        change: &PatchChange,
+        notes: &mut Vec<String>,
+    ) -> Result<OpenedPr, PatchStop> {
+        let r = &issue.record;
+        let (owner, name) = split_repo(&r.repo).map_err(PatchStop::Fail)?;
+        let Some(head_sha) = r.head_sha.as_deref().filter(|s| !s.is_empty()) else {
+            return Err(PatchStop::Hold(
+                "the failed run's head commit is unknown: a patch branch starts from it".into(),
+            ));
+        };
+        let at = format!("`{}`", short_sha(Some(head_sha)));
+        let fail = |what: &str, e: GithubError| PatchStop::Fail(format!("{what}: {e}"));
+        let repo = self
+            .client
+            .repository(owner, name)
+            .await
+            .map_err(|e| fail("reading the repository", e))?;
+        let default_branch = repo
+            .default_branch
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| {
+                PatchStop::Fail(format!("GitHub named no default branch for {}", r.repo))
+            })?;
+        let head_branch = r.head_branch.as_deref().filter(|b| !b.is_empty());
+        check_fix_branch(branch, &default_branch, head_branch).map_err(PatchStop::Hold)?;
+
+        let file = change.file();
+        let old = match self.client.file_entry(owner, name, file, head_sha).await {
+            Ok(e) => e,
+            Err(GithubError::Api { status: 404, .. }) => {
+                return Err(PatchStop::Hold(match change {
+                    PatchChange::AddRequirement { distribution, .. } => format!(
+                        "there is no {file} at the repository root at {at}: add `{distribution}` \
+                         to the project's manifest (pyproject.toml, setup.cfg, ...) by hand"
+                    ),
+                    PatchChange::Format { .. } => format!("`{file}` does not exist at {at}"),
+                }));
+            }
+            Err(e) => return Err(fail(&format!("reading {file} at {at}"), e)),
+        };
+        let old_bytes = old
+            .decode()
+            .map_err(|e| PatchStop::Fail(format!("reading {file} at {at}: {e}")))?;
+        let new = self.patched(change, &old_bytes, &at).await?;
+
+        // The branch, then the commit on it (skipped if an earlier attempt made it).
+        let mut blob = old.sha.clone();
+        let mut commit_needed = true;
+        match self
+            .client
+            .create_branch(owner, name, branch, head_sha)
+            .await
+            .map_err(|e| fail(&format!("creating branch `{branch}`"), e))?
+        {
+            BranchCreation::Created(_) => {}
+            BranchCreation::AlreadyExists => {
+                notes.push(format!(
+                    "branch `{branch}` exists from an earlier attempt: reused"
+                ));
+                let cur = match self.client.file_entry(owner, name, file, branch).await {
+                    Ok(e) => e,
+                    Err(e) => return Err(fail(&format!("reading {file} on `{branch}`"), e)),
+                };
+                let cur_bytes = cur
+                    .decode()
+                    .map_err(|e| PatchStop::Fail(format!("reading {file} on `{branch}`: {e}")))?;
+                if cur_bytes == new {
+                    commit_needed = false;
+                } else if cur_bytes == old_bytes {
+                    blob = cur.sha;
+                } else {
+                    return Err(PatchStop::Hold(format!(
+                        "branch `{branch}` already holds another change to {file}: left for a \
+                         person to review"
+                    )));
+                }
+            }
+        }
+        let describe = change.describe();
+        let mut commit_sha = None;
+        if commit_needed {
+            let message = format!(
+                "flotilla: {}\n\nFor the {} failure of {} run {}{}.\n",
+                describe.replace('`', ""),
+                r.issue_type,
+                r.workflow,
+                r.run_id,
+                r.run_url
+                    .as_deref()
+                    .map(|u| format!(" ({u})"))
+                    .unwrap_or_default()
+            );
+            let done = self
+                .client
+                .put_file(
+                    owner,
+                    name,
+                    file,
+                    &FileUpdate::new(&message, &new, blob, branch),
+                )
+                .await
+                .map_err(|e| fail(&format!("committing {file} on `{branch}`"), e))?;
+            commit_sha = Some(done.commit.sha);
+        }
+
+        // The pull request: into the run's branch while it exists, else the default branch.
+        let base = match head_branch {
+            Some(hb) => match self.client.branch(owner, name, hb).await {
+                Ok(_) => hb.to_string(),
+                Err(GithubError::Api { status: 404, .. }) => {
+                    notes.push(format!(
+                        "the run's branch `{hb}` is gone: the pull request goes into \
+                         `{default_branch}`"
+                    ));
+                    default_branch.clone()
+                }
+                Err(e) => return Err(fail(&format!("reading branch `{hb}`"), e)),
+            },
+            None => default_branch.clone(),
+        };
+        let pr = NewPullRequest {
+            title: format!("[flotilla] {}: {describe}", r.workflow),
+            head: branch.to_string(),
+            base: base.clone(),
+            body: pr_body(issue, change, branch, commit_sha.as_deref()),
+            maintainer_can_modify: true,
+        };
+        match self.client.create_pull_request(owner, name, &pr).await {
+            Ok(p) => Ok(OpenedPr {
+                number: p.number,
+                url: p.html_url,
+                created: true,
+                committed: commit_needed,
+            }),
+            Err(e @ GithubError::Api { status: 422, .. }) => {
+                let head = format!("{owner}:{branch}");
+                let open = self
+                    .client
+                    .pull_requests_from(owner, name, &head, "open")
+                    .await
+                    .map_err(|e| fail("looking for the open pull request", e))?;
+                match open.into_iter().next() {
+                    Some(p) => Ok(OpenedPr {
+                        number: p.number,
+                        url: p.html_url,
+                        created: false,
+                        committed: commit_needed,
+                    }),
+                    None => Err(fail(&format!("opening the pull request into `{base}`"), e)),
+                }
+            }
+            Err(e) => Err(fail(&format!("opening the pull request into `{base}`"), e)),
         }
     }
 
@@ -992,11 +1428,21 @@ mod tests {
             ("package".to_string(), "yaml".to_string()),
             ("ecosystem".to_string(), "pip".to_string()),
         ]);
-        let FixPlan::ProposePatch { description } = plan_fix(&i, &p) else {
+        let FixPlan::ProposePatch {
+            description,
+            branch,
+            change,
+        } = plan_fix(&i, &p)
+        else {
             panic!()
         };
-        assert!(description.contains("`yaml` (pip)"));
-        assert!(description.contains("never the default branch"));
+        assert_eq!(
+            description,
+            "add `PyYAML` (for module `yaml`) to requirements.txt, on a new branch \
+             `flotilla/fix-python_import_error-42` (never the default branch)"
+        );
+        assert_eq!(branch, "flotilla/fix-python_import_error-42");
+        assert_eq!(change.file(), "requirements.txt");
         let mut s = issue(IssueType::ScriptError, "exit code 1");
         s.record.primary = false;
         assert!(matches!(plan_fix(&s, &p), FixPlan::Ignore { .. }));
@@ -1005,5 +1451,126 @@ mod tests {
         let mut f = issue(IssueType::NetworkError, "x");
         f.status = IssueStatus::Fixed;
         assert!(matches!(plan_fix(&f, &p), FixPlan::Hold { .. }));
+    }
+
+    fn with_fix(t: IssueType, action: FixAction, args: &[(&str, &str)]) -> StoredIssue {
+        let mut i = issue(t, "evidence");
+        i.record.fix_action = Some(action);
+        i.record.fix_args = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        i
+    }
+
+    fn filed_body(plan: FixPlan) -> String {
+        match plan {
+            FixPlan::FileIssue { body, .. } => body,
+            other => panic!("expected FileIssue, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn npm_404_is_filed_not_patched() {
+        let p = FixPolicy::default();
+        let i = with_fix(
+            IssueType::DependencyInstall,
+            FixAction::AddDependency,
+            &[("package", "@scope%2fpkg"), ("ecosystem", "npm")],
+        );
+        let body = filed_body(plan_fix(&i, &p));
+        assert!(body.contains("**Not patched automatically:** the npm registry answered 404"));
+        assert!(body.contains("cannot help"), "{body}");
+        // Other ecosystems, or none, are not patched either.
+        let cargo = with_fix(
+            IssueType::DependencyInstall,
+            FixAction::AddDependency,
+            &[("package", "serde"), ("ecosystem", "cargo")],
+        );
+        assert!(filed_body(plan_fix(&cargo, &p)).contains("cargo dependency is not supported"));
+        let none = with_fix(
+            IssueType::DependencyInstall,
+            FixAction::AddDependency,
+            &[("package", "x")],
+        );
+        assert!(filed_body(plan_fix(&none, &p)).contains("which ecosystem"));
+        // A python_import_error without an ecosystem is pip.
+        let py = with_fix(
+            IssueType::PythonImportError,
+            FixAction::AddDependency,
+            &[("package", "cv2")],
+        );
+        let FixPlan::ProposePatch { change, .. } = plan_fix(&py, &p) else {
+            panic!()
+        };
+        assert!(matches!(
+            change,
+            PatchChange::AddRequirement { ref distribution, .. } if distribution == "opencv-python"
+        ));
+        // A captured name that is not a distribution name is never written to a file.
+        let bad = with_fix(
+            IssueType::PythonImportError,
+            FixAction::AddDependency,
+            &[("package", "x\n-e git+https://evil"), ("ecosystem", "pip")],
+        );
+        assert!(filed_body(plan_fix(&bad, &p)).contains("not a valid distribution name"));
+    }
+
+    #[test]
+    fn a_patch_plan_needs_its_arguments() {
+        let p = FixPolicy::default();
+        // rustfmt's path, runner-absolute in the log, becomes repository-relative.
+        let ok = with_fix(
+            IssueType::LintFailure,
+            FixAction::RunFormatter,
+            &[
+                ("tool", "cargo fmt"),
+                ("path", "/home/runner/work/r/r/src/lib.rs"),
+            ],
+        );
+        let FixPlan::ProposePatch { branch, change, .. } = plan_fix(&ok, &p) else {
+            panic!()
+        };
+        assert_eq!(branch, "flotilla/fix-lint_failure-42");
+        assert_eq!(
+            change,
+            PatchChange::Format {
+                tool: "cargo fmt".into(),
+                path: "src/lib.rs".into(),
+                command: p.formatters["cargo fmt"].clone(),
+            }
+        );
+        // Prettier's summary line names no file.
+        let prettier = with_fix(
+            IssueType::LintFailure,
+            FixAction::RunFormatter,
+            &[("tool", "prettier"), ("path", "")],
+        );
+        assert!(filed_body(plan_fix(&prettier, &p)).contains("does not say which file"));
+        let outside = with_fix(
+            IssueType::LintFailure,
+            FixAction::RunFormatter,
+            &[("tool", "black"), ("path", "/tmp/x.py")],
+        );
+        assert!(filed_body(plan_fix(&outside, &p)).contains("not a path inside"));
+        let unknown = with_fix(
+            IssueType::LintFailure,
+            FixAction::RunFormatter,
+            &[("tool", "gofmt"), ("path", "main.go")],
+        );
+        assert!(filed_body(plan_fix(&unknown, &p)).contains("orchestrator.formatters"));
+        // {path} in a command is filled in.
+        let pr = with_fix(
+            IssueType::LintFailure,
+            FixAction::RunFormatter,
+            &[("tool", "prettier"), ("path", "./web/app.ts")],
+        );
+        let FixPlan::ProposePatch { change, .. } = plan_fix(&pr, &p) else {
+            panic!()
+        };
+        let PatchChange::Format { command, .. } = change else {
+            panic!()
+        };
+        assert_eq!(command, ["prettier", "--stdin-filepath", "web/app.ts"]);
     }
 }

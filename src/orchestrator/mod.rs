@@ -7,12 +7,16 @@
 //!   ranked findings out. It does no I/O and reads no clock.
 //! - [`monitor`] watches repositories for failed runs, classifies their failed jobs' logs and
 //!   records issues in [`store`]; [`fixes`] plans and applies fixes (re-run, GitHub issue,
-//!   proposed patch); [`report`] writes the run reports.
+//!   pull request with a patch); [`report`] writes the run reports.
+//! - [`patch`] holds the pure parts of a patch (branch guard, `requirements.txt` edit, log
+//!   paths made repository-relative); [`formatter`] runs a formatter on a file's content.
 
 pub mod classify;
 pub mod cmd;
 pub mod fixes;
+pub mod formatter;
 pub mod monitor;
+pub mod patch;
 pub mod patterns;
 pub mod report;
 pub mod store;

@@ -112,7 +112,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub enum IssueStatus {
     /// Found, nothing done yet (or the last attempt failed; see the reason).
     Open,
-    /// A fix action is under way.
+    /// A fix action is under way (a pull request stays `fixing` until a person merges it).
     Fixing,
     /// The fix action was done: failed jobs re-run or a GitHub issue filed/updated.
     Fixed,
