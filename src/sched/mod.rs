@@ -2,6 +2,7 @@
 //! and workflow/task types. No I/O here; the engine wraps them.
 
 pub mod fib_heap;
+pub mod lease;
 pub mod merkle_clock;
 pub mod peer_select;
 pub mod queue;
