@@ -148,6 +148,7 @@ impl World {
             },
             failure_limit: 5,
             name_prefix: "flotilla".into(),
+            node_tag: "n1".into(),
             backoff_ms: 100,
             runs_per_repo: 50,
         }
@@ -642,7 +643,12 @@ async fn orphans_are_removed_on_both_sides() {
     // install), a runner that is not ours, and a process of ours nothing refers to.
     {
         let mut st = w.gh.state.lock().unwrap();
-        for (id, name) in [(501, "flotilla-local-linux-stray"), (502, "build-box-7")] {
+        for (id, name) in [
+            (501, "flotilla-n1-local-linux-stray"),
+            (502, "build-box-7"),
+            // Another node's runner (same owner, same prefix): not ours to remove.
+            (503, "flotilla-n2-local-linux-01jdz"),
+        ] {
             st.runners.push(gh_fake::FakeRunner {
                 id,
                 name: name.into(),
@@ -675,7 +681,13 @@ async fn orphans_are_removed_on_both_sides() {
     let r = ctl.check().await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.orphans, 2, "{r:?}");
-    assert_eq!(w.gh.runner_names(), vec!["build-box-7".to_string()]);
+    assert_eq!(
+        w.gh.runner_names(),
+        vec![
+            "build-box-7".to_string(),
+            "flotilla-n2-local-linux-01jdz".to_string()
+        ]
+    );
     assert!(prov.list().await.unwrap().is_empty());
     assert!(matches!(
         prov.state(&stray).await.unwrap(),

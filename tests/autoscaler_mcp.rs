@@ -130,11 +130,10 @@ async fn agents_manage_runners_over_mcp() {
         assert_eq!(r["provider"], "local-linux");
         assert_eq!(r["scope"], "org:acme");
         assert_eq!(r["state"], "provisioning");
+        let name = r["name"].as_str().unwrap();
         assert!(
-            r["name"]
-                .as_str()
-                .unwrap()
-                .starts_with("flotilla-local-linux-")
+            name.starts_with("flotilla-") && name.contains("-local-linux-"),
+            "{name}"
         );
     }
     assert_eq!(

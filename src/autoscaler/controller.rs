@@ -55,8 +55,11 @@ pub struct Settings {
     pub limits: Limits,
     /// Launch failures in a row after which a provider gets no more runners (0 = never stop).
     pub failure_limit: u32,
-    /// Runner name prefix; runners at GitHub with it are ours.
+    /// Runner name prefix; runners at GitHub named `<prefix>-<node_tag>-...` are this node's.
     pub name_prefix: String,
+    /// This node's tag in runner names (a few hex digits of its identity), so several nodes
+    /// that watch one owner never take each other's runners for orphans.
+    pub node_tag: String,
     /// Base back-off after a provider failure (doubles per failure, capped at 10 minutes), ms.
     pub backoff_ms: Millis,
     /// Most runs per repository and status read per check.
@@ -77,6 +80,7 @@ impl Default for Settings {
             },
             failure_limit: 5,
             name_prefix: "flotilla".into(),
+            node_tag: "local".into(),
             backoff_ms: 10_000,
             runs_per_repo: 50,
         }
@@ -519,7 +523,15 @@ impl<'a> Controller<'a> {
 
     async fn check_inner(&mut self, now: Millis, rep: &mut CheckReport) -> Result<(), String> {
         let store = self.store();
-        let repos = self.repos().await?;
+        // Without the repository list the queues are unknown: no new runners this check, but
+        // reconciliation and retirements still run (instances must not outlive their use).
+        let (repos, blind) = match self.repos().await {
+            Ok(r) => (r, false),
+            Err(e) => {
+                rep.errors.push(e);
+                (Vec::new(), true)
+            }
+        };
         rep.repos = repos.len();
 
         // 1. Runs and jobs.
@@ -572,7 +584,10 @@ impl<'a> Controller<'a> {
                             job_id: j.id,
                         };
                         match j.status.as_deref() {
-                            Some("queued") | Some("waiting") | Some("pending") => {
+                            // `waiting`/`pending` jobs wait for an approval or a concurrency
+                            // group, not for a runner.
+                            Some("waiting") | Some("pending") => {}
+                            Some("queued") => {
                                 let at = j
                                     .created_at
                                     .as_deref()
@@ -597,7 +612,7 @@ impl<'a> Controller<'a> {
                                 {
                                     busy_job.insert(r.clone(), j.name.clone());
                                 }
-                                left.insert(key, (started.or(Some(now)), j.runner_name.clone()));
+                                left.insert(key, (started, j.runner_name.clone()));
                             }
                         }
                     }
@@ -608,6 +623,9 @@ impl<'a> Controller<'a> {
                         Some(p) => self.tag_of(repo, p).await,
                         None => None,
                     };
+                    // Without a way to hand runs to the mesh, a `p2p-eligible` run is an
+                    // ordinary GitHub job; a `p2p-only` one waits for the mesh.
+                    let tag = tag.filter(|t| *t == WorkflowTag::P2pOnly || self.p2p.is_some());
                     if let Some(tag) = tag {
                         for (q, run_id, name, wf) in &run_queued {
                             let _ = store.upsert_queued_job(
@@ -734,7 +752,7 @@ impl<'a> Controller<'a> {
         let rows = store.runners(true).map_err(|e| e.to_string())?;
         let facts: Vec<_> = rows.iter().map(RunnerRow::facts).collect();
         let providers = self.provider_facts(now);
-        let paused = self.paused().map_err(|e| e.to_string())?;
+        let paused = self.paused().map_err(|e| e.to_string())? || blind;
         let plan = policy::plan(&Inputs {
             jobs: &demand,
             p2p,
@@ -790,7 +808,7 @@ impl<'a> Controller<'a> {
         {
             scopes.insert(format!("org:{o}"));
         }
-        let prefix = format!("{}-", self.settings.name_prefix);
+        let prefix = format!("{}-{}-", self.settings.name_prefix, self.settings.node_tag);
         let mut listed: BTreeSet<String> = BTreeSet::new();
         let mut gh: Vec<(String, crate::github::types::Runner)> = Vec::new();
         for s in &scopes {
@@ -876,6 +894,12 @@ impl<'a> Controller<'a> {
                         let _ = store.set_current_job(&row.id, None);
                     } else if row.online_at.is_some() {
                         set(RunnerState::Offline);
+                    } else if exited
+                        && (matches!(istate, Some(InstanceState::Exited { code: Some(0) }))
+                            || store.job_taken_by(&row.name).unwrap_or(false))
+                    {
+                        // Ran its job between two checks; GitHub has not dropped it yet.
+                        let _ = self.teardown(row, "job done").await;
                     } else if exited {
                         let why = match istate {
                             Some(InstanceState::Exited { code }) => format!(
@@ -946,6 +970,11 @@ impl<'a> Controller<'a> {
             .map(|i| format!("{}/{}", i.provider, i.id))
             .collect();
         for p in self.providers.clone() {
+            // A Fly app may hold other nodes' runner machines: only local instances (recorded
+            // under this node's data dir) are swept here.
+            if p.kind() != "local" {
+                continue;
+            }
             match p.list().await {
                 Ok(list) => {
                     for i in list {
@@ -1026,6 +1055,29 @@ impl<'a> Controller<'a> {
         let store = self.store();
         let now = self.clock.now_ms();
         let mut steps = Vec::new();
+        // (The policy never retires a busy runner and an operator's remove refuses one; a row
+        // still marked busy here is one GitHub no longer lists: its job is over.)
+        // Unregister first: GitHub refuses (422) to delete a runner that is running a job, so
+        // a runner handed a job since the last look is never killed mid-job.
+        if let (Some(id), Some(scope)) = (row.gh_runner_id, scope_of(&row.scope)) {
+            match self.client.delete_runner(&scope, id).await {
+                Ok(()) | Err(GithubError::Api { status: 404, .. }) => {
+                    steps.push(format!("removed runner {id} at GitHub"))
+                }
+                Err(GithubError::Api { status: 422, .. }) => {
+                    let _ = store.set_state(&row.id, RunnerState::Busy, now);
+                    return Err(format!(
+                        "runner {} took a job meanwhile (GitHub refused to remove it): kept",
+                        row.name
+                    ));
+                }
+                Err(e) => {
+                    let _ = store.set_state(&row.id, RunnerState::Removing, now);
+                    let _ = store.set_error(&row.id, &clean(&e, &[]));
+                    return Err(format!("could not remove runner {id} at GitHub: {e}"));
+                }
+            }
+        }
         store
             .set_state(&row.id, RunnerState::Removing, now)
             .map_err(|e| e.to_string())?;
@@ -1048,18 +1100,6 @@ impl<'a> Controller<'a> {
                     "provider {} is no longer configured: instance {} left alone",
                     row.provider, i.id
                 )),
-            }
-        }
-        if let (Some(id), Some(scope)) = (row.gh_runner_id, scope_of(&row.scope)) {
-            match self.client.delete_runner(&scope, id).await {
-                Ok(()) | Err(GithubError::Api { status: 404, .. }) => {
-                    steps.push(format!("removed runner {id} at GitHub"))
-                }
-                Err(e) => {
-                    ok = false;
-                    let _ = store.set_error(&row.id, &clean(&e, &[]));
-                    steps.push(format!("could not remove runner {id} at GitHub: {e}"));
-                }
             }
         }
         if ok {
@@ -1114,7 +1154,10 @@ impl<'a> Controller<'a> {
         let gh_scope = scope_of(&scope).ok_or_else(|| format!("bad scope {scope}"))?;
         let ulid = ulid::Ulid::new().to_string().to_ascii_lowercase();
         let id = format!("run-{ulid}");
-        let name = format!("{}-{}-{}", self.settings.name_prefix, provider, ulid);
+        let name = format!(
+            "{}-{}-{}-{}",
+            self.settings.name_prefix, self.settings.node_tag, provider, ulid
+        );
         let labels: Vec<String> = p.labels().to_vec();
         let now = self.clock.now_ms();
         let row = store
@@ -1208,10 +1251,25 @@ impl<'a> Controller<'a> {
         match p.launch(&spec).await {
             Ok(inst) => {
                 let now = self.clock.now_ms();
-                let json = serde_json::to_string(&inst).map_err(|e| e.to_string())?;
-                store
-                    .set_launched(&id, &json, now)
-                    .map_err(|e| e.to_string())?;
+                let recorded = serde_json::to_string(&inst)
+                    .map_err(|e| e.to_string())
+                    .and_then(|json| {
+                        store
+                            .set_launched(&id, &json, now)
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = recorded {
+                    // Not recorded (a full disk): an instance nobody knows of must not run.
+                    let _ = p.stop(&inst).await;
+                    if let Some(g) = gh_id {
+                        let _ = self.client.delete_runner(&gh_scope, g).await;
+                    }
+                    let _ =
+                        store.set_failed(&id, &format!("could not record the launch: {e}"), now);
+                    return Err(format!(
+                        "launching {name}: could not record it ({e}); undone"
+                    ));
+                }
                 if let Some(j) = job {
                     let _ = store.set_job_launched(j, now);
                 }
@@ -1254,6 +1312,11 @@ impl<'a> Controller<'a> {
             return Err(ControlError::Refused(format!(
                 "repo must be owner/name, got {repo:?}"
             )));
+        }
+        if self.paused()? {
+            return Err(ControlError::Refused(
+                "the autoscaler is paused: resume it first".into(),
+            ));
         }
         let want = labels(want);
         let provider = self

@@ -522,7 +522,8 @@ impl<'c> AutoscalerStore<'c> {
                 "INSERT INTO as_jobs (repo, job_id, run_id, name, workflow, labels, p2p, state, \
                  queued_at, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
                  'pending', ?8, ?9, ?9) ON CONFLICT (repo, job_id) DO UPDATE SET \
-                 last_seen = ?9, p2p = ?7",
+                 last_seen = ?9, p2p = ?7, \
+                 state = CASE WHEN state = 'started' THEN state ELSE 'pending' END",
                 params![
                     key.repo,
                     key.job_id as i64,

@@ -83,7 +83,8 @@ pub fn runner_view(r: &RunnerRow) -> RunnerView {
 }
 
 /// Settings for the controller from the config.
-pub fn settings(cfg: &AutoscalerConfig) -> Settings {
+/// `node_tag`: this node's tag in runner names ([`node_tag`]).
+pub fn settings(cfg: &AutoscalerConfig, node_tag: &str) -> Settings {
     Settings {
         owner: cfg.owner.clone(),
         repos: cfg.repos.clone(),
@@ -96,9 +97,19 @@ pub fn settings(cfg: &AutoscalerConfig) -> Settings {
         },
         failure_limit: cfg.failure_limit,
         name_prefix: cfg.name_prefix.clone(),
+        node_tag: node_tag.to_string(),
         backoff_ms: (cfg.interval.as_millis() as i64).clamp(1_000, 60_000),
         runs_per_repo: 50,
     }
+}
+
+/// This node's tag in runner names: 6 hex digits of SHA-256 of its data dir's canonical
+/// path, stable across restarts and distinct between nodes (peers) watching one owner.
+pub fn node_tag(data_dir: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    let p = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let d = Sha256::digest(p.to_string_lossy().as_bytes());
+    d.iter().take(3).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Build the configured providers.
@@ -170,7 +181,7 @@ pub fn start(
                     &conn,
                     provs,
                     clock.clone(),
-                    settings(&opts.cfg),
+                    settings(&opts.cfg, &node_tag(&opts.data_dir)),
                     sink,
                 );
                 ctl.recover().await;
