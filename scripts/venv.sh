@@ -21,8 +21,10 @@ venv_install() {
     local -a pip
     shift
     py=$(pick_python)
-    # Reuse a working venv; otherwise make it anew.
-    if ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    # Reuse a working venv; otherwise make it anew. "Working" includes being a venv: a
+    # python whose pyvenv.cfg is gone (a venv half deleted) runs as the base interpreter,
+    # and pip would install into the host's site-packages.
+    if ! "$venv/bin/python" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)' >/dev/null 2>&1; then
         rm -rf "$venv"
         if ! "$py" -m venv "$venv"; then
             # Debian without python3-venv has no ensurepip: make the venv without pip and
