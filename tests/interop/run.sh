@@ -9,12 +9,14 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 target=${1:-p2p_node}
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
 
 if [[ -x "$target" && ! -d "$target" ]]; then
   bin=$target
 else
   (cd "$root" && cargo build -j1 --quiet --example "$target")
-  bin="$root/target/debug/examples/$target"
+  bin="$target_dir/debug/examples/$target"
 fi
 if [[ ! -d "$here/node_modules" ]]; then
   (cd "$here" && npm ci --no-audit --no-fund)
