@@ -113,6 +113,7 @@ impl GithubService {
             hit_rate: s.hit_rate,
             api_calls_saved: s.api_calls_saved,
             peer_hits: s.peer_hits,
+            rejected: s.rejected,
             connected_peers: s.connected_peers,
             p2p_enabled: s.p2p_enabled,
             hits: s.hits,
