@@ -62,6 +62,7 @@ pub async fn start(
         GithubCache::new(conn, cfg.cache_max_bytes).map_err(|e| format!("GitHub cache: {e}"))?;
     let config = ClientConfig {
         base_url: cfg.api_url.clone(),
+        peer_budget: cfg.peer_lookup_budget,
         ..ClientConfig::default()
     };
     let client = GithubClient::new(token, config, cache, clock).map_err(|e| e.to_string())?;

@@ -710,7 +710,7 @@ impl GithubClient {
             }
             let sealed = match tokio::time::timeout(left, sh.peer.fetch(&peer, key)).await {
                 Err(_) => {
-                    tracing::debug!(%peer, budget_ms = self.peer_budget.as_millis() as u64, "peer cache lookup budget spent");
+                    tracing::info!(%peer, budget_ms = self.peer_budget.as_millis() as u64, "peers did not answer within the lookup budget; asking GitHub");
                     break;
                 }
                 Ok(Ok(Some(b))) => b,

@@ -7,8 +7,8 @@
 //!   never sent in clear: it travels as [`KeyHash`], a SHA-256 of the cache key text (which
 //!   itself holds only a fingerprint of the token). A node announces after it fetched,
 //!   revalidated or received an entry, and re-announces what it holds fresh when a peer
-//!   connects (so runners that join later learn about it), at most one batch per
-//!   [`ShareConfig::reannounce_every`].
+//!   subscribes to the topic (so runners that join later learn about it), at most one batch
+//!   per [`ShareConfig::reannounce_every`].
 //! * **Lookups** (request-response through the [`Router`], kind [`GET_KIND`], body
 //!   [`GetRequest`]): the answer is [`ENTRY_KIND`] with the sealed entry ([`EntryAnswer`],
 //!   AES-256-GCM under HKDF-SHA256(mesh secret, token), see [`crate::github::seal`]) or
@@ -158,7 +158,7 @@ pub struct ShareConfig {
     pub max_fresh_ahead: Duration,
     /// Keys this node serves (those it announced). Default 8192.
     pub max_local_keys: usize,
-    /// Shortest spacing of re-announcements to newly connected peers. Default 2 s.
+    /// Shortest spacing of re-announcements to newly subscribed peers. Default 2 s.
     pub reannounce_every: Duration,
 }
 
@@ -725,8 +725,8 @@ async fn run(
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // A re-announcement to newly connected peers, once their subscriptions had time to
-    // arrive.
+    // A re-announcement for peers that just subscribed (joined late, or subscribed after an
+    // announcement found no one to go to).
     let mut reannounce_at: Option<tokio::time::Instant> = None;
     let mut last_reannounce: Option<tokio::time::Instant> = None;
     loop {
@@ -758,10 +758,13 @@ async fn run(
                     }
                     Ok(NodeEvent::PeerConnected { peer_id, .. }) => {
                         lock(&inner.connected).insert(peer_id);
-                        let earliest = last_reannounce
+                    }
+                    Ok(NodeEvent::PeerSubscribed { topic, .. }) if topic == TOPIC => {
+                        let now = tokio::time::Instant::now();
+                        let at = last_reannounce
                             .map(|t| t + inner.cfg.reannounce_every)
-                            .unwrap_or_else(tokio::time::Instant::now);
-                        let at = earliest.max(tokio::time::Instant::now() + Duration::from_secs(1));
+                            .unwrap_or(now)
+                            .max(now);
                         reannounce_at = Some(reannounce_at.map_or(at, |t| t.min(at)));
                     }
                     Ok(NodeEvent::PeerDisconnected { peer_id })

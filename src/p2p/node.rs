@@ -454,6 +454,14 @@ pub enum NodeEvent {
         /// Its gossipsub score after the penalty.
         score: Option<f64>,
     },
+    /// A connected peer subscribed to a topic (its gossipsub subscription arrived); from now on
+    /// [`NodeHandle::publish`] on that topic reaches it.
+    PeerSubscribed {
+        /// Peer.
+        peer_id: PeerId,
+        /// Topic.
+        topic: String,
+    },
     /// A peer was disconnected and blocked.
     PeerBanned {
         /// Peer.
@@ -1566,6 +1574,10 @@ impl Actor {
             }
             gossipsub::Event::Subscribed { peer_id, topic, .. } => {
                 debug!(%peer_id, %topic, "peer subscribed");
+                self.emit(NodeEvent::PeerSubscribed {
+                    peer_id,
+                    topic: topic.into_string(),
+                });
             }
             gossipsub::Event::GossipsubNotSupported { peer_id } => {
                 debug!(%peer_id, "peer does not speak gossipsub");
