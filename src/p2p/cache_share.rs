@@ -988,15 +988,13 @@ mod tests {
 
         let v = gossip_validator(super::super::node::envelope_validator());
         let from = PeerId::random();
-        let msg = |topic: &'static str, data: Vec<u8>, from: Option<PeerId>| {
-            let d = data;
-            let verdict = v(&GossipMessage {
+        let msg = |topic: &'static str, d: Vec<u8>, from: Option<PeerId>| {
+            v(&GossipMessage {
                 topic,
                 from,
                 via: from.unwrap_or_else(PeerId::random),
                 data: &d,
-            });
-            verdict
+            })
         };
         let enc =
             |kind: &str, body: &Announce| Envelope::new(kind, 0, body).unwrap().encode().unwrap();

@@ -89,7 +89,11 @@ impl Default for RouterConfig {
 /// The router. Cloning shares the handler table; kinds can be registered at any time.
 #[derive(Clone)]
 pub struct Router {
-    handlers: Arc<RwLock<HashMap<String, Handler>>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handlers: RwLock<HashMap<String, Handler>>,
     cfg: RouterConfig,
     clock: SharedClock,
     slots: Arc<Semaphore>,
@@ -107,10 +111,12 @@ impl Router {
     /// A router with no handlers.
     pub fn new(cfg: RouterConfig, clock: SharedClock) -> Self {
         Self {
-            handlers: Arc::default(),
-            slots: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
-            cfg,
-            clock,
+            inner: Arc::new(Inner {
+                handlers: RwLock::default(),
+                slots: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
+                cfg,
+                clock,
+            }),
         }
     }
 
@@ -149,7 +155,11 @@ impl Router {
         if kind == ERROR_KIND || probe.encode().is_err() {
             return Err(RouterError::BadKind(kind.chars().take(80).collect()));
         }
-        let mut h = self.handlers.write().unwrap_or_else(|p| p.into_inner());
+        let mut h = self
+            .inner
+            .handlers
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if h.contains_key(kind) {
             return Err(RouterError::Duplicate(kind.to_string()));
         }
@@ -160,6 +170,7 @@ impl Router {
     /// Kinds with a handler, sorted.
     pub fn kinds(&self) -> Vec<String> {
         let mut k: Vec<String> = self
+            .inner
             .handlers
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -176,7 +187,7 @@ impl Router {
             code: code.into(),
             message: message.chars().take(200).collect(),
         };
-        Envelope::new(ERROR_KIND, self.clock.now_ms(), &body)
+        Envelope::new(ERROR_KIND, self.inner.clock.now_ms(), &body)
             .and_then(|e| e.encode())
             .unwrap_or_default()
     }
@@ -191,6 +202,7 @@ impl Router {
             }
         };
         let handler = self
+            .inner
             .handlers
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -203,12 +215,12 @@ impl Router {
                 &format!("no handler for request kind {:?}", env.kind),
             );
         };
-        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+        let Ok(_slot) = self.inner.slots.clone().try_acquire_owned() else {
             return self.error_answer("busy", "too many requests in flight; retry later");
         };
         let kind = env.kind.clone();
-        match tokio::time::timeout(self.cfg.handler_timeout, handler(peer, env)).await {
-            Ok(answer) => match answer.encode_max(self.cfg.max_response_bytes) {
+        match tokio::time::timeout(self.inner.cfg.handler_timeout, handler(peer, env)).await {
+            Ok(answer) => match answer.encode_max(self.inner.cfg.max_response_bytes) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(%peer, %kind, error = %e, "cannot encode an answer");
