@@ -1354,3 +1354,31 @@ async fn slow_peers_cost_at_most_the_budget() {
     assert_eq!(*mesh_b.asked.lock().unwrap(), ["slow"]);
     assert_eq!(b.cache_stats().misses, 1);
 }
+
+#[tokio::test]
+async fn revalidation_skips_peers_and_goes_to_github() {
+    let api = MockServer::start().await;
+    let r = rec("Repository.testGetWorkflowJob.02");
+    Mock::given(method("GET"))
+        .and(path(r.path.as_str()))
+        .respond_with(replay(&r, &api.uri(), "http://unused"))
+        .expect(2)
+        .mount(&api)
+        .await;
+    let clock = ManualClock::new(1_700_000_000_000);
+    let a = mem_client(&api.uri(), &clock);
+    let export_a = a.enable_sharing(Arc::new(FakeMesh::default()), MESH_SECRET);
+    let job = a.job("PyGithub", "PyGithub", 54251022208).await.unwrap();
+    let b = mem_client(&api.uri(), &clock);
+    let mesh_b = FakeMesh::with(vec![("peer-a", Answer::From(export_a))]);
+    b.enable_sharing(Arc::new(mesh_b.clone()), MESH_SECRET);
+    // The autoscaler's re-check wants GitHub's answer now, not a peer's fresh copy.
+    let now = b
+        .job_now("PyGithub", "PyGithub", 54251022208)
+        .await
+        .unwrap();
+    assert_eq!(now.id, job.id);
+    assert!(mesh_b.asked.lock().unwrap().is_empty());
+    assert_eq!(b.cache_stats().peer_hits, 0);
+    assert_eq!(received(&api).await, 2);
+}
