@@ -7,7 +7,7 @@
 //! Prints one line per fact on stdout, first `LISTEN <multiaddr with /p2p/ id>`, then
 //! `CONNECTED <peer> <addr>`, `DISCONNECTED <peer>`, `MESSAGE <from> <topic> <len>`,
 //! `PENALISED <peer> <rejects> <score>`, `BANNED <peer> <reason>`,
-//! `BOOTSTRAP_FAILED <addr> <error>`. Runs until Ctrl-C or SIGTERM.
+//! `BOOTSTRAP_FAILED <addr> <error>`, `SUBSCRIBED <peer> <topic>`. Runs until Ctrl-C or SIGTERM.
 
 use std::time::Duration;
 
@@ -49,6 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Ok(NodeEvent::BootstrapFailed { addr, error, .. }) => {
                     println!("BOOTSTRAP_FAILED {addr} {error}")
                 }
+                Ok(NodeEvent::PeerSubscribed { peer_id, topic }) => println!("SUBSCRIBED {peer_id} {topic}"),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => println!("LAGGED {n}"),
                 Err(_) => break,
             },

@@ -467,6 +467,10 @@ pub struct GithubConfig {
     pub token: Option<Secret>,
     /// Bound on the ETag cache in the store, bytes (least recently used entries go first).
     pub cache_max_bytes: u64,
+    /// With cache sharing on (a mesh secret set): longest time a lookup spends asking peers
+    /// before it goes to GitHub. Raise it for meshes with long round trips.
+    #[serde(with = "duration")]
+    pub peer_lookup_budget: Duration,
 }
 
 /// `[tui]`
@@ -527,6 +531,7 @@ impl Default for GithubConfig {
             api_url: "https://api.github.com".into(),
             token: None,
             cache_max_bytes: 64 << 20,
+            peer_lookup_budget: Duration::from_millis(300),
         }
     }
 }

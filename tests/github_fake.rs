@@ -1046,3 +1046,339 @@ async fn token_never_appears_in_logs_or_errors() {
         );
     }
 }
+
+// ---- mesh sharing through the PeerCache seam (a scripted in-memory mesh) -----------------------
+
+use flotilla::github::cache::CacheKey;
+use flotilla::github::{PeerCache, PeerFetchError, PeerRef, SealedExporter};
+
+/// What a scripted peer answers.
+#[derive(Clone)]
+enum Answer {
+    /// Export from this node's cache.
+    From(SealedExporter),
+    /// Export, then flip one bit.
+    Tampered(SealedExporter),
+    /// Not held.
+    Missing,
+    /// Not a valid answer.
+    Garbage,
+    /// Never answers in time.
+    Slow,
+}
+
+/// A scripted mesh: candidates in the order given, answers per peer, calls recorded.
+#[derive(Default, Clone)]
+struct FakeMesh {
+    peers: Arc<Mutex<Vec<(PeerRef, Answer)>>>,
+    announced: Arc<Mutex<Vec<(String, i64)>>>,
+    rejected: Arc<Mutex<Vec<PeerRef>>>,
+    asked: Arc<Mutex<Vec<PeerRef>>>,
+}
+
+impl std::fmt::Debug for FakeMesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FakeMesh")
+    }
+}
+
+impl FakeMesh {
+    fn with(peers: Vec<(&str, Answer)>) -> Self {
+        let m = FakeMesh::default();
+        *m.peers.lock().unwrap() = peers.into_iter().map(|(p, a)| (p.to_string(), a)).collect();
+        m
+    }
+}
+
+impl PeerCache for FakeMesh {
+    fn candidates(
+        &self,
+        _key: &CacheKey,
+        _now: i64,
+        _fresh_only: bool,
+        limit: usize,
+    ) -> Vec<PeerRef> {
+        self.peers
+            .lock()
+            .unwrap()
+            .iter()
+            .take(limit)
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+    fn fetch<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+        key: &'a CacheKey,
+    ) -> futures::future::BoxFuture<'a, Result<Option<Vec<u8>>, PeerFetchError>> {
+        self.asked.lock().unwrap().push(peer.clone());
+        let answer = self
+            .peers
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(p, _)| p == peer)
+            .map(|(_, a)| a.clone());
+        Box::pin(async move {
+            match answer {
+                Some(Answer::From(x)) => Ok(x.export(key, 1 << 22)),
+                Some(Answer::Tampered(x)) => Ok(x.export(key, 1 << 22).map(|mut s| {
+                    let i = s.len() / 2;
+                    s[i] ^= 0x40;
+                    s
+                })),
+                Some(Answer::Garbage) => Err(PeerFetchError::Invalid("not an envelope".into())),
+                Some(Answer::Slow) => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    Ok(None)
+                }
+                Some(Answer::Missing) | None => Ok(None),
+            }
+        })
+    }
+    fn announce(&self, key: &CacheKey, fresh_until_ms: i64) {
+        self.announced
+            .lock()
+            .unwrap()
+            .push((key.as_str().to_string(), fresh_until_ms));
+    }
+    fn reject(&self, peer: &PeerRef, _reason: &str) {
+        self.rejected.lock().unwrap().push(peer.clone());
+    }
+    fn connected_peers(&self) -> u32 {
+        self.peers.lock().unwrap().len() as u32
+    }
+}
+
+const MESH_SECRET: &[u8] = b"mesh-secret-for-tests";
+
+/// The recorded run list, served once with a 200 (`expect`), and 304 to its ETag.
+async fn runs_server(expect_200: u64, expect_304: u64) -> (MockServer, Rec) {
+    let api = MockServer::start().await;
+    let r = rec("Repository.testGetWorkflowRuns.02");
+    let etag = header_value(&r, "etag").unwrap();
+    Mock::given(method("GET"))
+        .and(path(r.path.as_str()))
+        .and(header("if-none-match", etag.as_str()))
+        .respond_with(ResponseTemplate::new(304).insert_header("etag", etag.as_str()))
+        .with_priority(1)
+        .expect(expect_304)
+        .mount(&api)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(r.path.as_str()))
+        .and(|req: &Request| !req.headers.contains_key("if-none-match"))
+        .respond_with(replay(&r, &api.uri(), "http://unused"))
+        .expect(expect_200)
+        .mount(&api)
+        .await;
+    (api, r)
+}
+
+fn mem_client(base: &str, clock: &ManualClock) -> GithubClient {
+    client_with(
+        base,
+        Arc::new(clock.clone()),
+        100,
+        GithubCache::in_memory(1 << 20).unwrap(),
+    )
+}
+
+async fn runs(c: &GithubClient) -> Vec<u64> {
+    c.workflow_runs("PyGithub", "PyGithub", &RunFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn peer_entry_is_served_without_a_request_and_announced() {
+    let (api, _) = runs_server(1, 0).await;
+    let clock = ManualClock::new(1_700_000_000_000);
+    let a = mem_client(&api.uri(), &clock);
+    let mesh_a = FakeMesh::default();
+    let export_a = a.enable_sharing(Arc::new(mesh_a.clone()), MESH_SECRET);
+    let first = runs(&a).await;
+    // A announced what it fetched, fresh for the run list's 30 s.
+    let ann = mesh_a.announced.lock().unwrap().clone();
+    assert_eq!(ann.len(), 1);
+    assert_eq!(ann[0].1, 1_700_000_000_000 + 30_000);
+    assert!(
+        ann[0]
+            .0
+            .ends_with("GET /repos/PyGithub/PyGithub/actions/runs?per_page=100"),
+        "{ann:?}"
+    );
+
+    clock.advance(2_000);
+    let b = mem_client(&api.uri(), &clock);
+    let mesh_b = FakeMesh::with(vec![("peer-a", Answer::From(export_a))]);
+    b.enable_sharing(Arc::new(mesh_b.clone()), MESH_SECRET);
+    assert_eq!(runs(&b).await, first);
+    assert_eq!(received(&api).await, 1, "B sent no request");
+    let s = b.cache_stats();
+    assert_eq!(
+        (s.peer_hits, s.api_calls, s.misses, s.rejected),
+        (1, 0, 0, 0)
+    );
+    assert!(s.p2p_enabled);
+    assert_eq!(s.connected_peers, 1);
+    assert_eq!(s.api_calls_saved, 1);
+    // B holds it now and says so, with A's window (not a new one).
+    assert_eq!(
+        mesh_b.announced.lock().unwrap()[0].1,
+        1_700_000_000_000 + 30_000
+    );
+    // Stored locally: the next lookup is a plain hit.
+    assert_eq!(runs(&b).await, first);
+    assert_eq!(b.cache_stats().hits, 1);
+    assert_eq!(mesh_b.asked.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn tampered_and_garbage_answers_are_rejected_counted_and_reported() {
+    let (api, _) = runs_server(1, 0).await;
+    let clock = ManualClock::new(1_700_000_000_000);
+    let a = mem_client(&api.uri(), &clock);
+    let export_a = a.enable_sharing(Arc::new(FakeMesh::default()), MESH_SECRET);
+    let first = runs(&a).await;
+    let mesh_b = FakeMesh::with(vec![
+        ("evil", Answer::Tampered(export_a.clone())),
+        ("junk", Answer::Garbage),
+        ("gone", Answer::Missing),
+        ("peer-a", Answer::From(export_a)),
+    ]);
+    let b_cfg = ClientConfig {
+        base_url: api.uri(),
+        policy: test_policy(),
+        peer_candidates: 4,
+        ..ClientConfig::default()
+    };
+    let b = GithubClient::new(
+        GithubToken::new(TOKEN),
+        b_cfg,
+        GithubCache::in_memory(1 << 20).unwrap(),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    b.enable_sharing(Arc::new(mesh_b.clone()), MESH_SECRET);
+    assert_eq!(runs(&b).await, first);
+    assert_eq!(received(&api).await, 1);
+    let s = b.cache_stats();
+    assert_eq!((s.rejected, s.peer_hits, s.api_calls), (2, 1, 0));
+    assert_eq!(*mesh_b.rejected.lock().unwrap(), ["evil", "junk"]);
+    assert_eq!(
+        *mesh_b.asked.lock().unwrap(),
+        ["evil", "junk", "gone", "peer-a"]
+    );
+}
+
+#[tokio::test]
+async fn other_mesh_secret_or_token_cannot_open_and_falls_back_to_github() {
+    let (api, _) = runs_server(3, 0).await;
+    let clock = ManualClock::new(1_700_000_000_000);
+    let a = mem_client(&api.uri(), &clock);
+    let export_a = a.enable_sharing(Arc::new(FakeMesh::default()), MESH_SECRET);
+    runs(&a).await;
+    // Same token, other mesh secret.
+    let b = mem_client(&api.uri(), &clock);
+    let mesh_b = FakeMesh::with(vec![("peer-a", Answer::From(export_a.clone()))]);
+    b.enable_sharing(Arc::new(mesh_b.clone()), b"another-mesh-secret");
+    runs(&b).await;
+    let s = b.cache_stats();
+    assert_eq!((s.rejected, s.peer_hits, s.misses), (1, 0, 1));
+    assert_eq!(*mesh_b.rejected.lock().unwrap(), ["peer-a"]);
+    // Same mesh secret, other token: the entry is bound to A's cache key and key.
+    logs();
+    let c = GithubClient::new(
+        GithubToken::new("another-fake-token"),
+        ClientConfig {
+            base_url: api.uri(),
+            policy: test_policy(),
+            ..ClientConfig::default()
+        },
+        GithubCache::in_memory(1 << 20).unwrap(),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let mesh_c = FakeMesh::with(vec![("peer-a", Answer::From(export_a))]);
+    c.enable_sharing(Arc::new(mesh_c), MESH_SECRET);
+    c.workflow_runs("PyGithub", "PyGithub", &RunFilter::default())
+        .await
+        .unwrap();
+    let s = c.cache_stats();
+    assert_eq!((s.peer_hits, s.misses), (0, 1));
+    assert_eq!(received(&api).await, 3);
+}
+
+#[tokio::test]
+async fn stale_peer_entry_makes_the_request_conditional() {
+    let (api, _) = runs_server(1, 1).await;
+    let clock = ManualClock::new(1_700_000_000_000);
+    let a = mem_client(&api.uri(), &clock);
+    let export_a = a.enable_sharing(Arc::new(FakeMesh::default()), MESH_SECRET);
+    let first = runs(&a).await;
+    // Past the 30 s window: A's entry is stale, but its ETag is good.
+    clock.advance(60_000);
+    let b = mem_client(&api.uri(), &clock);
+    let mesh_b = FakeMesh::with(vec![("peer-a", Answer::From(export_a))]);
+    b.enable_sharing(Arc::new(mesh_b.clone()), MESH_SECRET);
+    assert_eq!(runs(&b).await, first);
+    let s = b.cache_stats();
+    assert_eq!(
+        (s.peer_hits, s.not_modified, s.misses, s.api_calls),
+        (0, 1, 0, 1)
+    );
+    // Revalidated: announced with a new window.
+    assert_eq!(
+        mesh_b.announced.lock().unwrap()[0].1,
+        1_700_000_000_000 + 60_000 + 30_000
+    );
+}
+
+#[tokio::test]
+async fn slow_peers_cost_at_most_the_budget() {
+    let (api, _) = runs_server(1, 0).await;
+    let clock = ManualClock::new(1_700_000_000_000);
+    let b = mem_client(&api.uri(), &clock);
+    let mesh_b = FakeMesh::with(vec![("slow", Answer::Slow), ("slow2", Answer::Slow)]);
+    b.enable_sharing(Arc::new(mesh_b.clone()), MESH_SECRET);
+    let t0 = std::time::Instant::now();
+    runs(&b).await;
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    // The budget ran out on the first: the second was never asked.
+    assert_eq!(*mesh_b.asked.lock().unwrap(), ["slow"]);
+    assert_eq!(b.cache_stats().misses, 1);
+}
+
+#[tokio::test]
+async fn revalidation_skips_peers_and_goes_to_github() {
+    let api = MockServer::start().await;
+    let r = rec("Repository.testGetWorkflowJob.02");
+    Mock::given(method("GET"))
+        .and(path(r.path.as_str()))
+        .respond_with(replay(&r, &api.uri(), "http://unused"))
+        .expect(2)
+        .mount(&api)
+        .await;
+    let clock = ManualClock::new(1_700_000_000_000);
+    let a = mem_client(&api.uri(), &clock);
+    let export_a = a.enable_sharing(Arc::new(FakeMesh::default()), MESH_SECRET);
+    let job = a.job("PyGithub", "PyGithub", 54251022208).await.unwrap();
+    let b = mem_client(&api.uri(), &clock);
+    let mesh_b = FakeMesh::with(vec![("peer-a", Answer::From(export_a))]);
+    b.enable_sharing(Arc::new(mesh_b.clone()), MESH_SECRET);
+    // The autoscaler's re-check wants GitHub's answer now, not a peer's fresh copy.
+    let now = b
+        .job_now("PyGithub", "PyGithub", 54251022208)
+        .await
+        .unwrap();
+    assert_eq!(now.id, job.id);
+    assert!(mesh_b.asked.lock().unwrap().is_empty());
+    assert_eq!(b.cache_stats().peer_hits, 0);
+    assert_eq!(received(&api).await, 2);
+}

@@ -669,3 +669,44 @@ async fn quic_is_available_without_a_psk() {
         info.addrs
     );
 }
+
+#[tokio::test]
+async fn subscriptions_are_visible_and_reports_penalise_then_ban() {
+    let (a, _ja) = spawn(config()).await;
+    let mut ev = a.events();
+    let mut cb = config();
+    cb.bootstrap = vec![addr(&a).await];
+    let (b, _jb) = spawn(cb).await;
+    let bp = b.peer_id();
+    b.subscribe(TOPIC).await.unwrap();
+    next_event(&mut ev, 10, "PeerSubscribed", |e| match e {
+        NodeEvent::PeerSubscribed { peer_id, topic } if *peer_id == bp => Some(topic.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(a.subscribers(TOPIC).await.unwrap(), [bp]);
+    assert!(a.subscribers("other").await.unwrap().is_empty());
+
+    // A bad answer outside gossip counts like a rejected message: banned at max_rejects (3).
+    for n in 1..=3u32 {
+        a.report(bp, "forged cache entry").await.unwrap();
+        let rejects = next_event(&mut ev, 5, "PeerPenalised", |e| match e {
+            NodeEvent::PeerPenalised {
+                peer_id, rejects, ..
+            } if *peer_id == bp => Some(*rejects),
+            _ => None,
+        })
+        .await;
+        assert_eq!(rejects, n);
+    }
+    next_event(&mut ev, 5, "PeerBanned", |e| {
+        matches!(e, NodeEvent::PeerBanned { peer_id, .. } if *peer_id == bp).then_some(())
+    })
+    .await;
+    let info = peer(&a, bp).await.unwrap();
+    assert!(info.banned);
+    assert_eq!(info.rejects, 3);
+    // Reports about a banned peer change nothing.
+    a.report(bp, "again").await.unwrap();
+    assert_eq!(peer(&a, bp).await.unwrap().rejects, 3);
+}

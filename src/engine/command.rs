@@ -714,6 +714,8 @@ pub struct GhCacheStats {
     pub api_calls_saved: u64,
     /// Answered from an entry a mesh peer shared.
     pub peer_hits: u64,
+    /// Entries from peers rejected as forged, tampered or malformed.
+    pub rejected: u64,
     /// Mesh peers connected.
     pub connected_peers: u32,
     /// Whether mesh sharing is on.

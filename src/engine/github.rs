@@ -62,6 +62,7 @@ pub async fn start(
         GithubCache::new(conn, cfg.cache_max_bytes).map_err(|e| format!("GitHub cache: {e}"))?;
     let config = ClientConfig {
         base_url: cfg.api_url.clone(),
+        peer_budget: cfg.peer_lookup_budget,
         ..ClientConfig::default()
     };
     let client = GithubClient::new(token, config, cache, clock).map_err(|e| e.to_string())?;
@@ -113,6 +114,7 @@ impl GithubService {
             hit_rate: s.hit_rate,
             api_calls_saved: s.api_calls_saved,
             peer_hits: s.peer_hits,
+            rejected: s.rejected,
             connected_peers: s.connected_peers,
             p2p_enabled: s.p2p_enabled,
             hits: s.hits,

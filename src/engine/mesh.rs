@@ -5,6 +5,11 @@
 //! The node starts off the engine's start path (binding and identity take time); until it is
 //! up the mesh reports `starting`. A node that cannot start (port in use, unreadable identity)
 //! leaves the mesh off with the reason, and everything else runs.
+//!
+//! Inbound requests go through one [`Router`] (kinds registered by the services that answer
+//! peers). With a mesh secret, GitHub cache sharing ([`CacheShare`]) starts with the node and
+//! is attached to the GitHub client once that is up (the engine does it, whichever comes
+//! first); without a secret the mesh is open and nothing is shared.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,9 +17,15 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use zeroize::Zeroizing;
+
 use crate::clock::{Millis, SharedClock};
 use crate::config::P2pConfig;
-use crate::p2p::{Node, NodeConfig, NodeEvent, NodeHandle, identity, parse_multiaddr, psk};
+use crate::p2p::cache_share::{self, CacheShare, ShareConfig};
+use crate::p2p::router::{Router, RouterConfig};
+use crate::p2p::{
+    Node, NodeConfig, NodeEvent, NodeHandle, envelope_validator, identity, parse_multiaddr, psk,
+};
 
 /// A peer as faces show it.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
@@ -57,19 +68,24 @@ pub struct MeshService {
     pub handle: NodeHandle,
     /// Private network on.
     pub private: bool,
+    /// Routes inbound requests by kind.
+    pub router: Router,
+    /// GitHub cache sharing (with a mesh secret only).
+    pub cache_share: Option<CacheShare>,
 }
 
 /// Read the mesh secret: `p2p.secret`, else the file `p2p.secret_file` (trimmed).
-fn secret(cfg: &P2pConfig) -> Result<Option<Vec<u8>>, String> {
+fn secret(cfg: &P2pConfig) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
     if let Some(s) = &cfg.secret {
-        return Ok(Some(s.expose().as_bytes().to_vec()));
+        return Ok(Some(Zeroizing::new(s.expose().as_bytes().to_vec())));
     }
     match &cfg.secret_file {
         None => Ok(None),
         Some(p) => {
             let t = std::fs::read_to_string(p)
                 .map_err(|e| format!("cannot read the mesh secret file {}: {e}", p.display()))?;
-            Ok(Some(t.trim().as_bytes().to_vec()))
+            let t = Zeroizing::new(t);
+            Ok(Some(Zeroizing::new(t.trim().as_bytes().to_vec())))
         }
     }
 }
@@ -85,8 +101,9 @@ pub async fn start(
         return Err("off (--no-p2p or p2p.enabled = false)".into());
     }
     let keypair = identity::load_or_create(data_dir).map_err(|e| e.to_string())?;
-    let psk = match secret(cfg)? {
-        Some(s) => Some(psk::derive_psk(&s).map_err(|e| e.to_string())?),
+    let secret = secret(cfg)?;
+    let psk = match &secret {
+        Some(s) => Some(psk::derive_psk(s).map_err(|e| e.to_string())?),
         None => None,
     };
     let mut nc = NodeConfig::new(keypair);
@@ -99,7 +116,10 @@ pub async fn start(
     nc.psk = psk;
     nc.mdns = cfg.mdns;
     nc.agent_suffix = Some(node_name.to_string());
-    nc.clock = clock;
+    nc.clock = clock.clone();
+    nc.validator = cache_share::gossip_validator(envelope_validator());
+    let (router, inbound) = Router::start(RouterConfig::default(), clock.clone());
+    nc.inbound_requests = Some(inbound);
     match &psk {
         Some(k) => tracing::info!(psk = %psk::fingerprint(k), "P2P mesh is private (pnet)"),
         None => tracing::warn!(
@@ -110,9 +130,29 @@ pub async fn start(
     }
     let (handle, _join) = Node::spawn(nc).await.map_err(|e| e.to_string())?;
     tracing::info!(peer_id = %handle.peer_id(), "P2P node listening");
+    let cache_share = match &secret {
+        Some(s) => {
+            match CacheShare::start(handle.clone(), &router, s, clock, ShareConfig::default()).await
+            {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!("GitHub cache sharing not started: {e}");
+                    None
+                }
+            }
+        }
+        None => {
+            tracing::info!(
+                "GitHub cache sharing is off: it needs a mesh secret (FLOTILLA_P2P_SECRET)"
+            );
+            None
+        }
+    };
     Ok(MeshService {
         handle,
         private: psk.is_some(),
+        router,
+        cache_share,
     })
 }
 
@@ -176,7 +216,7 @@ impl MeshService {
                     Ok(NodeEvent::PeerBanned { peer_id, reason }) => {
                         tracing::warn!(peer = %peer_id, "peer banned: {reason}");
                     }
-                    Ok(NodeEvent::Message { .. }) => {}
+                    Ok(NodeEvent::Message { .. } | NodeEvent::PeerSubscribed { .. }) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => break,
                 },

@@ -511,6 +511,7 @@ impl Engine {
                                 MeshState::Off(why)
                             }
                         };
+                        self.attach_cache_share();
                         self.dirty = true;
                     }
                     Some(Msg::MeshView(v)) => {
@@ -532,6 +533,7 @@ impl Engine {
                             Ok(svc) => GithubState::On(svc),
                             Err(why) => GithubState::Off(why),
                         };
+                        self.attach_cache_share();
                         self.dirty = true;
                     }
                     Some(Msg::Shutdown(tx)) => { shutdown_reply = Some(tx); break; }
@@ -658,6 +660,16 @@ impl Engine {
             let _ = env.reply.send(r);
             let _ = notify.send(Msg::Refresh).await;
         });
+    }
+
+    /// Once both the mesh (with cache sharing) and the GitHub client are up, share the cache.
+    fn attach_cache_share(&self) {
+        if let (MeshState::On(m, _), GithubState::On(g)) = (&self.mesh, &self.github)
+            && let Some(share) = &m.cache_share
+            && !share.is_attached()
+        {
+            share.attach(g.client());
+        }
     }
 
     fn start_orchestrator(&mut self, gh: &github::GithubService) {

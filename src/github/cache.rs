@@ -236,6 +236,9 @@ pub struct CacheStats {
     pub api_calls_saved: u64,
     /// Served from an entry a mesh peer shared (bumped by the mesh module).
     pub peer_hits: u64,
+    /// Sealed entries from peers that were rejected: forged, tampered, sealed under another
+    /// key, or well-sealed but malformed (not a 2xx JSON response).
+    pub rejected: u64,
     /// `(hits + not_modified + peer_hits) / (that + misses)`, 0.0 before any lookup.
     pub hit_rate: f64,
     /// Mesh peers connected (set by the mesh module).
@@ -256,6 +259,7 @@ struct Counters {
     evictions: u64,
     api_calls: u64,
     peer_hits: u64,
+    rejected: u64,
     connected_peers: u32,
     p2p_enabled: bool,
 }
@@ -483,6 +487,11 @@ impl GithubCache {
     pub fn record_peer_hit(&mut self) {
         self.counters.peer_hits += 1;
     }
+    /// Count a rejected sealed entry from a peer ([`GithubCache::import_sealed_entry`] counts
+    /// its own rejections; this is for entries refused before they reach it).
+    pub fn record_rejected(&mut self) {
+        self.counters.rejected += 1;
+    }
     /// Set the mesh figures shown with the stats (called by the mesh module).
     pub fn set_mesh(&mut self, connected_peers: u32, p2p_enabled: bool) {
         self.counters.connected_peers = connected_peers;
@@ -502,6 +511,7 @@ impl GithubCache {
             api_calls: c.api_calls,
             api_calls_saved: saved,
             peer_hits: c.peer_hits,
+            rejected: c.rejected,
             hit_rate: if lookups == 0 {
                 0.0
             } else {
@@ -535,8 +545,7 @@ impl GithubCache {
     /// was stored. Peer hits are counted by the caller when it serves from it.
     ///
     /// # Errors
-    /// [`CacheError::Seal`] if it does not open under `seal_key` for `key`;
-    /// [`CacheError::Malformed`] if it opens but does not parse.
+    /// As [`GithubCache::import_sealed_entry`].
     pub fn import_sealed(
         &mut self,
         key: &CacheKey,
@@ -544,17 +553,67 @@ impl GithubCache {
         seal_key: &SealKey,
         now: Millis,
     ) -> Result<bool, CacheError> {
-        let plain = seal::open(seal_key, key.as_str(), sealed)?;
-        let e: CachedEntry =
-            serde_json::from_slice(&plain).map_err(|e| CacheError::Malformed(e.to_string()))?;
+        Ok(self.import_sealed_entry(key, sealed, seal_key, now)?.1)
+    }
+
+    /// Open, validate and store a peer's sealed entry for `key`; returns the entry and whether it
+    /// was stored (it is not when ours was fetched at least as recently).
+    ///
+    /// Validation: the value must open under `seal_key` with `key` as associated data
+    /// (AES-256-GCM, NIST SP 800-38D: any change to nonce, ciphertext, tag or key fails), parse
+    /// as a [`CachedEntry`], carry a `2xx` status and a well-formed JSON body (what this client
+    /// itself stores). A `fetched_at` in the future (a peer's clock running ahead) is clamped
+    /// to `now`, so it cannot stretch the freshness window. Every rejection is counted in
+    /// [`CacheStats::rejected`].
+    ///
+    /// # Errors
+    /// [`CacheError::Seal`] if it does not open under `seal_key` for `key` (forged, tampered,
+    /// other key); [`CacheError::Malformed`] if it opens but is not a valid entry;
+    /// [`CacheError::Sqlite`].
+    pub fn import_sealed_entry(
+        &mut self,
+        key: &CacheKey,
+        sealed: &[u8],
+        seal_key: &SealKey,
+        now: Millis,
+    ) -> Result<(CachedEntry, bool), CacheError> {
+        let e = match open_entry(key, sealed, seal_key, now) {
+            Ok(e) => e,
+            Err(err) => {
+                self.counters.rejected += 1;
+                return Err(err);
+            }
+        };
         if let Some(ours) = self.get(key, now)?
             && ours.fetched_at >= e.fetched_at
         {
-            return Ok(false);
+            return Ok((e, false));
         }
         self.put(key, &e, now)?;
-        Ok(true)
+        Ok((e, true))
     }
+}
+
+fn open_entry(
+    key: &CacheKey,
+    sealed: &[u8],
+    seal_key: &SealKey,
+    now: Millis,
+) -> Result<CachedEntry, CacheError> {
+    let plain = seal::open(seal_key, key.as_str(), sealed)?;
+    let mut e: CachedEntry =
+        serde_json::from_slice(&plain).map_err(|e| CacheError::Malformed(e.to_string()))?;
+    if !(200..300).contains(&e.status) {
+        return Err(CacheError::Malformed(format!(
+            "status {} is not a 2xx response",
+            e.status
+        )));
+    }
+    if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&e.body) {
+        return Err(CacheError::Malformed(format!("body is not JSON: {err}")));
+    }
+    e.fetched_at = e.fetched_at.min(now);
+    Ok(e)
 }
 
 #[cfg(test)]
@@ -689,6 +748,7 @@ mod tests {
             "not_modified",
             "evictions",
             "api_calls",
+            "rejected",
         ] {
             assert!(v.get(name).is_some(), "{name}");
         }
@@ -761,5 +821,54 @@ mod tests {
         assert_eq!(b.get(&k, 10).unwrap().unwrap(), entry("{\"x\":1}", 7));
         // Not newer than ours: ignored.
         assert!(!b.import_sealed(&k, &sealed, &key, 11).unwrap());
+        assert_eq!(b.stats().rejected, 2);
+    }
+
+    #[test]
+    fn import_rejects_tampered_and_malformed_entries_and_counts_them() {
+        let key = SealKey::derive(b"mesh", "tok");
+        let k = CacheKey::new("fp", "GET", "/a");
+        let mut b = GithubCache::in_memory(10_000).unwrap();
+        let mut a = GithubCache::in_memory(10_000).unwrap();
+        a.put(&k, &entry("[1,2]", 7), 7).unwrap();
+        let mut sealed = a.export_sealed(&k, &key, 8).unwrap().unwrap();
+        let last = sealed.len() - 1;
+        sealed[last] ^= 0x01;
+        assert!(matches!(
+            b.import_sealed_entry(&k, &sealed, &key, 9),
+            Err(CacheError::Seal(SealError::Auth))
+        ));
+        assert!(matches!(
+            b.import_sealed_entry(&k, b"garbage", &key, 9),
+            Err(CacheError::Seal(SealError::Truncated))
+        ));
+        // Well sealed but not an entry, not 2xx, or not JSON: malformed.
+        let not_entry = seal::seal(&key, k.as_str(), b"{\"x\":1}");
+        let mut e500 = entry("{}", 7);
+        e500.status = 500;
+        let s500 = seal::seal(&key, k.as_str(), &serde_json::to_vec(&e500).unwrap());
+        let not_json = seal::seal(
+            &key,
+            k.as_str(),
+            &serde_json::to_vec(&entry("<html>", 7)).unwrap(),
+        );
+        for s in [not_entry, s500, not_json] {
+            assert!(matches!(
+                b.import_sealed_entry(&k, &s, &key, 9),
+                Err(CacheError::Malformed(_))
+            ));
+        }
+        assert_eq!(b.stats().rejected, 5);
+        assert!(b.is_empty().unwrap());
+        // A fetch time in the future is clamped to now.
+        let future = seal::seal(
+            &key,
+            k.as_str(),
+            &serde_json::to_vec(&entry("{}", 1_000)).unwrap(),
+        );
+        let (e, stored) = b.import_sealed_entry(&k, &future, &key, 9).unwrap();
+        assert!(stored);
+        assert_eq!(e.fetched_at, 9);
+        assert_eq!(b.get(&k, 10).unwrap().unwrap().fetched_at, 9);
     }
 }

@@ -19,7 +19,7 @@
 //! references, pull requests, issues and check-run annotations, with
 //! `Accept: application/vnd.github+json` and `X-GitHub-Api-Version: 2022-11-28`.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -30,11 +30,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::cache::{
-    CacheKey, CacheStats, CachedEntry, Freshness, GithubCache, freshness, token_fingerprint,
+    CacheError, CacheKey, CacheStats, CachedEntry, Freshness, GithubCache, freshness,
+    token_fingerprint,
 };
 use super::ratelimit::{
     RateLimitInfo, RateLimiter, RetryPolicy, RetryReason, RetrySignals, Verdict, header_str,
 };
+use super::seal::SealKey;
+use super::share::{PeerCache, PeerFetchError, SealedExporter, Sharing};
 use super::types::{
     Account, AccountKind, Annotation, Branch, BranchCreation, CommitComment, ContentEntry,
     FileCommit, FileUpdate, GitRef, Issue, IssueComment, JitConfig, JitConfigRequest, Job,
@@ -64,6 +67,12 @@ pub struct ClientConfig {
     pub per_page: u32,
     /// At most this many pages per listing (default 20).
     pub max_pages: usize,
+    /// With mesh sharing on: longest time spent asking peers before a `GET` goes to GitHub
+    /// (default 300 ms, all candidates together).
+    pub peer_budget: Duration,
+    /// With mesh sharing on: at most this many peers asked per lookup, most recent announcer
+    /// first (default 3).
+    pub peer_candidates: usize,
 }
 
 impl Default for ClientConfig {
@@ -75,6 +84,8 @@ impl Default for ClientConfig {
             read_timeout: Duration::from_secs(60),
             per_page: 100,
             max_pages: 20,
+            peer_budget: Duration::from_millis(300),
+            peer_candidates: 3,
         }
     }
 }
@@ -167,6 +178,9 @@ pub struct GithubClient {
     clock: SharedClock,
     per_page: u32,
     max_pages: usize,
+    peer_budget: Duration,
+    peer_candidates: usize,
+    sharing: RwLock<Option<Arc<Sharing>>>,
 }
 
 impl std::fmt::Debug for GithubClient {
@@ -236,6 +250,25 @@ fn reason_text(r: RetryReason) -> &'static str {
     }
 }
 
+/// What asking peers gave.
+enum PeerOutcome {
+    /// A fresh entry, stored and to be served.
+    Hit(CachedEntry),
+    /// A stale but valid entry newer than ours was stored.
+    Stored,
+    /// Nothing usable.
+    Nothing,
+}
+
+/// Announce `key`, fetched or revalidated at `at`, to the mesh (entries that are always
+/// revalidated are not worth announcing).
+fn announce(sh: &Sharing, key: &CacheKey, at: Millis, ttl: Duration) {
+    if !ttl.is_zero() {
+        sh.peer
+            .announce(key, at.saturating_add(ttl.as_millis() as Millis));
+    }
+}
+
 #[derive(serde::Deserialize, Default)]
 struct ErrorBody {
     #[serde(default)]
@@ -277,12 +310,40 @@ impl GithubClient {
             clock,
             per_page: config.per_page.clamp(1, 100),
             max_pages: config.max_pages.max(1),
+            peer_budget: config.peer_budget,
+            peer_candidates: config.peer_candidates,
+            sharing: RwLock::new(None),
         })
     }
 
     /// The API base URL, e.g. `https://api.github.com` or `https://ghe.example/api/v3`.
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// Turn mesh sharing on: lookups ask `peer` before GitHub, new entries are announced to it.
+    /// Entries are sealed under [`SealKey::derive`]`(mesh_secret, token)`, so only nodes that
+    /// hold both read them. Returns the exporter the mesh answers peers' requests with.
+    /// Calling it again replaces the mesh.
+    pub fn enable_sharing(&self, peer: Arc<dyn PeerCache>, mesh_secret: &[u8]) -> SealedExporter {
+        let seal = Arc::new(SealKey::derive(mesh_secret, self.token.expose()));
+        *self.sharing.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Sharing {
+            peer,
+            seal: seal.clone(),
+        }));
+        SealedExporter::new(self.cache.clone(), seal, self.clock.clone())
+    }
+
+    /// Turn mesh sharing off (the mesh stopped).
+    pub fn disable_sharing(&self) {
+        *self.sharing.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn sharing(&self) -> Option<Arc<Sharing>> {
+        self.sharing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The cache, for the mesh module (export/import sealed entries, peer-hit counting).
@@ -295,9 +356,15 @@ impl GithubClient {
         CacheKey::new(&self.fingerprint, "GET", path_and_query)
     }
 
-    /// Cache and API-call statistics.
+    /// Cache and API-call statistics; with sharing on, `p2p_enabled` is true and
+    /// `connected_peers` comes from the mesh.
     pub fn cache_stats(&self) -> CacheStats {
-        self.lock_cache().stats()
+        let mut s = self.lock_cache().stats();
+        if let Some(sh) = self.sharing() {
+            s.p2p_enabled = true;
+            s.connected_peers = sh.peer.connected_peers();
+        }
+        s
     }
 
     /// The latest rate-limit state GitHub reported for `resource` (`core`, `search`, ...).
@@ -502,18 +569,20 @@ impl GithubClient {
         }
     }
 
-    /// `GET` through the cache.
+    /// `GET` through the cache: a fresh local entry; else (sharing on) a fresh entry from a
+    /// peer; else GitHub, conditional on our entry's validators (or a peer's stale one).
     async fn get_cached(&self, pq: &str) -> Result<Fetched> {
         self.get_cached_opts(pq, false).await
     }
 
-    /// `GET` through the cache; `revalidate` skips the freshness window (a conditional request
-    /// is still sent, so an unchanged answer is a 304 that costs no rate limit).
+    /// `GET` through the cache; `revalidate` skips the freshness window, and so the peers too
+    /// (their fresh copy is no newer than ours would be): a conditional request is still sent,
+    /// so an unchanged answer is a 304 that costs no rate limit.
     async fn get_cached_opts(&self, pq: &str, revalidate: bool) -> Result<Fetched> {
         let fresh = freshness("GET", pq);
         let key = CacheKey::new(&self.fingerprint, "GET", pq);
         let now = self.now();
-        let cached = match fresh {
+        let mut cached = match fresh {
             Freshness::NoStore => None,
             Freshness::Ttl(ttl) => {
                 let mut c = self.lock_cache();
@@ -530,6 +599,19 @@ impl GithubClient {
                 e
             }
         };
+        let sharing = self.sharing();
+        if let (Freshness::Ttl(ttl), Some(sh), false) = (fresh, &sharing, revalidate) {
+            match self.ask_peers(sh, &key, ttl, cached.is_some()).await? {
+                PeerOutcome::Hit(e) => {
+                    tracing::debug!(endpoint = %endpoint(&Method::GET, pq), "served from a peer's shared entry");
+                    return Ok(e.into());
+                }
+                // A stale but valid entry newer than ours: its validators make the request
+                // conditional.
+                PeerOutcome::Stored => cached = self.lock_cache().get(&key, self.now())?,
+                PeerOutcome::Nothing => {}
+            }
+        }
         let mut extra = HeaderMap::new();
         if let Some(e) = &cached {
             if let Some(v) = e
@@ -555,7 +637,11 @@ impl GithubClient {
                 Some(e) => {
                     c.record_not_modified();
                     c.refresh(&key, now)?;
+                    drop(c);
                     tracing::debug!(endpoint = %endpoint(&Method::GET, pq), "GitHub 304, served from cache");
+                    if let (Freshness::Ttl(ttl), Some(sh)) = (fresh, &sharing) {
+                        announce(sh, &key, now, ttl);
+                    }
                     Ok(e.into())
                 }
                 None => Err(GithubError::Api {
@@ -584,12 +670,86 @@ impl GithubClient {
                 && serde_json::from_slice::<serde::de::IgnoredAny>(&raw.body).is_ok()
             {
                 c.put(&key, &entry, now)?;
+                drop(c);
+                if let Some(sh) = &sharing {
+                    announce(sh, &key, now, ttl);
+                }
             }
         }
         Ok(Fetched {
             body: raw.body,
             link,
         })
+    }
+
+    /// Ask the peers that announced `key` (most recent first, at most `peer_candidates`, within
+    /// `peer_budget` all told). With a local entry only peers whose window is still open are
+    /// worth asking; without one, a stale entry still brings an `ETag`.
+    async fn ask_peers(
+        &self,
+        sh: &Sharing,
+        key: &CacheKey,
+        ttl: Duration,
+        have_local: bool,
+    ) -> Result<PeerOutcome> {
+        if ttl.is_zero() && have_local {
+            return Ok(PeerOutcome::Nothing);
+        }
+        let candidates = sh
+            .peer
+            .candidates(key, self.now(), have_local, self.peer_candidates);
+        if candidates.is_empty() {
+            return Ok(PeerOutcome::Nothing);
+        }
+        let deadline = tokio::time::Instant::now() + self.peer_budget;
+        let mut outcome = PeerOutcome::Nothing;
+        for peer in candidates {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let sealed = match tokio::time::timeout(left, sh.peer.fetch(&peer, key)).await {
+                Err(_) => {
+                    tracing::info!(%peer, budget_ms = self.peer_budget.as_millis() as u64, "peers did not answer within the lookup budget; asking GitHub");
+                    break;
+                }
+                Ok(Ok(Some(b))) => b,
+                Ok(Ok(None)) => continue,
+                Ok(Err(PeerFetchError::Unreachable(why))) => {
+                    tracing::debug!(%peer, "peer cache lookup failed: {why}");
+                    continue;
+                }
+                Ok(Err(e @ PeerFetchError::Invalid(_))) => {
+                    self.lock_cache().record_rejected();
+                    tracing::warn!(%peer, "rejected a peer's cache answer: {e}");
+                    sh.peer.reject(&peer, &e.to_string());
+                    continue;
+                }
+            };
+            let now = self.now();
+            let imported = self
+                .lock_cache()
+                .import_sealed_entry(key, &sealed, &sh.seal, now);
+            match imported {
+                Ok((e, _)) if !ttl.is_zero() && e.is_fresh(ttl, now) => {
+                    self.lock_cache().record_peer_hit();
+                    // Now this node holds it too: more holders spread the load.
+                    announce(sh, key, e.fetched_at, ttl);
+                    return Ok(PeerOutcome::Hit(e));
+                }
+                Ok((_, stored)) => {
+                    if stored {
+                        outcome = PeerOutcome::Stored;
+                    }
+                }
+                Err(CacheError::Sqlite(e)) => return Err(CacheError::Sqlite(e).into()),
+                Err(e) => {
+                    tracing::warn!(%peer, "rejected a peer's shared cache entry: {e}");
+                    sh.peer.reject(&peer, &e.to_string());
+                }
+            }
+        }
+        Ok(outcome)
     }
 
     fn decode<T: DeserializeOwned>(&self, ep: &str, body: &[u8]) -> Result<T> {

@@ -7,6 +7,7 @@
 //! * [`ratelimit`]: pure rate-limit bookkeeping and retry policy.
 //! * [`cache`]: conditional-request cache with per-endpoint freshness, LRU-bounded.
 //! * [`seal`]: AES-256-GCM sealing of cache entries for the mesh.
+//! * [`share`]: the [`share::PeerCache`] seam a mesh plugs into to share entries.
 //!
 //! Token discovery ([`discover_token`]) looks at `GH_TOKEN`, then `GITHUB_TOKEN`, then
 //! `gh auth token`; with none, the layer reports [`GithubStatus::Disabled`] with
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod client;
 pub mod ratelimit;
 pub mod seal;
+pub mod share;
 pub mod types;
 
 use std::fmt;
@@ -28,6 +30,7 @@ use serde::Serialize;
 
 pub use cache::{CacheStats, GithubCache};
 pub use client::{ClientConfig, GithubClient, RunFilter, RunnerScope};
+pub use share::{PeerCache, PeerFetchError, PeerRef, SealedExporter};
 
 /// The warning shown when no token is found (the autoscaler is then disabled).
 pub const DISABLED_WARNING: &str =

@@ -699,7 +699,7 @@ impl FlotillaMcp {
     }
 
     /// GitHub API cache statistics: hit_rate, api_calls_saved, peer_hits, connected_peers,
-    /// p2p_enabled, misses, 304s, evictions.
+    /// p2p_enabled, misses, 304s, evictions, rejected (peer entries refused).
     #[tool(name = "gh_cache_stats")]
     async fn gh_cache_stats(&self) -> Result<Json<GhCacheStats>, String> {
         match self.run(Command::GhCacheStats, false).await? {

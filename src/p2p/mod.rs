@@ -5,12 +5,17 @@
 //! * [`protocol`]: Flotilla's message envelope (version byte + JSON, bounded size);
 //! * [`node`]: the swarm (TCP/QUIC, Noise, Yamux, identify, ping, gossipsub, Kademlia,
 //!   request-response, mDNS) on its own tokio task, reached through a
-//!   [`node::NodeHandle`].
+//!   [`node::NodeHandle`];
+//! * [`router`]: inbound requests to handlers by envelope kind;
+//! * [`cache_share`]: GitHub cache entries shared across the mesh (announcements over
+//!   gossipsub, sealed entries over request-response).
 
+pub mod cache_share;
 pub mod identity;
 pub mod node;
 pub mod protocol;
 pub mod psk;
+pub mod router;
 
 pub use node::{
     GossipMessage, InboundRequest, Node, NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo,

@@ -86,7 +86,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::protocol::{Envelope, Frame, MAX_ENVELOPE_BYTES};
+use super::protocol::{Envelope, Frame, MAX_ENVELOPE_BYTES, MAX_RESPONSE_BYTES};
 use crate::clock::{Millis, SharedClock, SystemClock};
 
 /// Identify protocol version string.
@@ -360,7 +360,7 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(10),
             max_message_bytes: MAX_ENVELOPE_BYTES,
             max_request_bytes: 1024 * 1024,
-            max_response_bytes: 4 * 1024 * 1024,
+            max_response_bytes: MAX_RESPONSE_BYTES,
             max_rejects: 3,
             bootstrap_backoff_initial: Duration::from_secs(1),
             bootstrap_backoff_max: Duration::from_secs(60),
@@ -454,6 +454,14 @@ pub enum NodeEvent {
         /// Its gossipsub score after the penalty.
         score: Option<f64>,
     },
+    /// A connected peer subscribed to a topic (its gossipsub subscription arrived); from now on
+    /// [`NodeHandle::publish`] on that topic reaches it.
+    PeerSubscribed {
+        /// Peer.
+        peer_id: PeerId,
+        /// Topic.
+        topic: String,
+    },
     /// A peer was disconnected and blocked.
     PeerBanned {
         /// Peer.
@@ -475,6 +483,8 @@ enum Command {
     Disconnect(PeerId, oneshot::Sender<bool>),
     Ban(PeerId, oneshot::Sender<()>),
     Unban(PeerId, oneshot::Sender<()>),
+    Report(PeerId, String, oneshot::Sender<()>),
+    Subscribers(String, oneshot::Sender<Vec<PeerId>>),
     Shutdown,
 }
 
@@ -590,6 +600,21 @@ impl NodeHandle {
     /// Lift a ban and forget the peer's reject count.
     pub async fn unban(&self, peer: PeerId) -> Result<(), NodeError> {
         self.call(|tx| Command::Unban(peer, tx)).await
+    }
+
+    /// Report a peer for an invalid answer outside gossip (e.g. a forged entry in a
+    /// request-response exchange): it is penalised exactly like a rejected gossip message
+    /// (application score -10 per report, [`NodeEvent::PeerPenalised`], banned after
+    /// [`NodeConfig::max_rejects`]). `reason` is logged; it must not hold secrets.
+    pub async fn report(&self, peer: PeerId, reason: &str) -> Result<(), NodeError> {
+        let r = reason.chars().take(200).collect::<String>();
+        self.call(|tx| Command::Report(peer, r, tx)).await
+    }
+
+    /// Connected peers subscribed to `topic` (as their gossipsub subscriptions say), sorted.
+    pub async fn subscribers(&self, topic: &str) -> Result<Vec<PeerId>, NodeError> {
+        let t = topic.to_string();
+        self.call(|tx| Command::Subscribers(t, tx)).await
     }
 
     /// Subscribe to node events. Only events after this call are received (use
@@ -1123,6 +1148,24 @@ impl Actor {
                 }
                 let _ = tx.send(());
             }
+            Command::Report(peer, reason, tx) => {
+                if !self.banned.contains(&peer) {
+                    warn!(%peer, %reason, "peer reported for an invalid answer");
+                    self.penalise(peer);
+                }
+                let _ = tx.send(());
+            }
+            Command::Subscribers(topic, tx) => {
+                let hash = TopicHash::from_raw(topic);
+                let gs = &self.swarm.behaviour().gossipsub;
+                let mut out: Vec<PeerId> = gs
+                    .all_peers()
+                    .filter(|(_, topics)| topics.contains(&&hash))
+                    .map(|(p, _)| *p)
+                    .collect();
+                out.sort_by_key(|p| p.to_bytes());
+                let _ = tx.send(out);
+            }
             Command::Shutdown => self.stop = true,
         }
     }
@@ -1531,6 +1574,10 @@ impl Actor {
             }
             gossipsub::Event::Subscribed { peer_id, topic, .. } => {
                 debug!(%peer_id, %topic, "peer subscribed");
+                self.emit(NodeEvent::PeerSubscribed {
+                    peer_id,
+                    topic: topic.into_string(),
+                });
             }
             gossipsub::Event::GossipsubNotSupported { peer_id } => {
                 debug!(%peer_id, "peer does not speak gossipsub");

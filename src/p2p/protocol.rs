@@ -34,6 +34,10 @@ pub const WIRE_VERSION: u8 = 1;
 /// Largest encoded envelope, in bytes (version byte included): 256 KiB.
 pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024;
 
+/// Largest encoded request-response answer, in bytes: 4 MiB, the node's default
+/// `max_response_bytes` (a sealed GitHub response can be far larger than a gossip message).
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Longest `kind`, in bytes.
 pub const MAX_KIND_LEN: usize = 64;
 
@@ -93,20 +97,29 @@ impl Envelope {
         })
     }
 
-    /// Encode: version byte, then JSON.
+    /// Encode: version byte, then JSON, at most [`MAX_ENVELOPE_BYTES`].
     ///
     /// # Errors
     /// [`ProtocolError::BadKind`] or [`ProtocolError::TooLarge`]; encoding itself cannot fail.
     pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
+        self.encode_max(MAX_ENVELOPE_BYTES)
+    }
+
+    /// [`Envelope::encode`] with another size bound: request-response answers may be larger
+    /// than gossip ([`MAX_RESPONSE_BYTES`]).
+    ///
+    /// # Errors
+    /// [`ProtocolError::BadKind`] or [`ProtocolError::TooLarge`].
+    pub fn encode_max(&self, max: usize) -> Result<Vec<u8>, ProtocolError> {
         check_kind(&self.kind)?;
         let mut out = Vec::with_capacity(128);
         out.push(WIRE_VERSION);
         serde_json::to_writer(&mut out, self)
             .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-        if out.len() > MAX_ENVELOPE_BYTES {
+        if out.len() > max {
             return Err(ProtocolError::TooLarge {
                 len: out.len(),
-                max: MAX_ENVELOPE_BYTES,
+                max,
             });
         }
         Ok(out)
@@ -117,11 +130,19 @@ impl Envelope {
     /// # Errors
     /// Every way the bytes can be wrong is a [`ProtocolError`]; this never panics.
     pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        Self::decode_max(bytes, MAX_ENVELOPE_BYTES)
+    }
+
+    /// [`Envelope::decode`] with another size bound (see [`Envelope::encode_max`]).
+    ///
+    /// # Errors
+    /// As [`Envelope::decode`].
+    pub fn decode_max(bytes: &[u8], max: usize) -> Result<Self, ProtocolError> {
         let (&version, rest) = bytes.split_first().ok_or(ProtocolError::Empty)?;
-        if bytes.len() > MAX_ENVELOPE_BYTES {
+        if bytes.len() > max {
             return Err(ProtocolError::TooLarge {
                 len: bytes.len(),
-                max: MAX_ENVELOPE_BYTES,
+                max,
             });
         }
         if version != WIRE_VERSION {
@@ -262,6 +283,13 @@ mod tests {
         raw.resize(MAX_ENVELOPE_BYTES + 1, b' ');
         assert!(matches!(
             Envelope::decode(&raw),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+        // Answers may be larger, up to their own bound.
+        let bytes = e.encode_max(MAX_RESPONSE_BYTES).unwrap();
+        assert_eq!(Envelope::decode_max(&bytes, MAX_RESPONSE_BYTES).unwrap(), e);
+        assert!(matches!(
+            Envelope::decode_max(&bytes, 1024),
             Err(ProtocolError::TooLarge { .. })
         ));
     }

@@ -993,7 +993,7 @@ fn render_provision(form: &super::app::ProvisionForm, f: &mut Frame, area: Rect)
 }
 
 fn render_cache(snap: &Snapshot, f: &mut Frame, area: Rect) {
-    let r = centered(area, 60, 60, 56, 16);
+    let r = centered(area, 60, 60, 56, 17);
     let lines: Vec<Line> = match &snap.github {
         None => vec![
             Line::raw("The GitHub layer is off."),
@@ -1019,6 +1019,7 @@ fn render_cache(snap: &Snapshot, f: &mut Frame, area: Rect) {
                 Line::raw(format!("304s            {}", c.not_modified)),
                 Line::raw(format!("misses          {}", c.misses)),
                 Line::raw(format!("peer_hits       {}", c.peer_hits)),
+                Line::raw(format!("rejected        {}", c.rejected)),
                 Line::raw(format!("evictions       {}", c.evictions)),
                 Line::raw(format!(
                     "entries         {} ({} KiB)",

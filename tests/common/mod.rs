@@ -16,7 +16,13 @@ pub type Client = RunningService<RoleClient, ()>;
 
 /// A `flotilla --mcp-stdio` child on `data_dir`, driven by rmcp's client.
 pub async fn mcp_client(data_dir: &Path, extra: &[&str]) -> Client {
+    mcp_client_env(data_dir, extra, &[]).await
+}
+
+/// [`mcp_client`] with extra environment variables for the child only (e.g. `GH_TOKEN`).
+pub async fn mcp_client_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Client {
     let mut cmd = tokio::process::Command::new(BIN);
+    cmd.envs(env.iter().copied());
     cmd.arg("--mcp-stdio")
         .arg("--data-dir")
         .arg(data_dir)
