@@ -399,9 +399,15 @@ async fn a_failing_provider_is_retried_without_leaks() {
     w.gh.queue_job("acme/app", 1, 11, LABELS);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut errors = Vec::new();
+    let mut max_streak = 0;
     loop {
         let r = ctl.check().await;
         errors.extend(r.errors.clone());
+        max_streak = max_streak.max(
+            AutoscalerStore::new(&conn)
+                .counter("failures:local-linux")
+                .unwrap(),
+        );
         if w.gh.jobs_with("completed") == 1 && live(&conn).is_empty() {
             break;
         }
@@ -411,6 +417,15 @@ async fn a_failing_provider_is_retried_without_leaks() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The failure streak was kept in the store (a restart keeps a stopped provider stopped)
+    // and cleared by the first good launch.
+    assert!(max_streak >= 1, "streak not stored");
+    assert_eq!(
+        AutoscalerStore::new(&conn)
+            .counter("failures:local-linux")
+            .unwrap(),
+        0
+    );
     driver.abort();
     let launches: u32 = std::fs::read_to_string(w.runner_dir.join("launches"))
         .unwrap()

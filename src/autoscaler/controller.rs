@@ -327,6 +327,26 @@ impl<'a> Controller<'a> {
         settings: Settings,
         p2p: Option<Arc<dyn P2pSink>>,
     ) -> Self {
+        // Failure streaks survive restarts (a stopped provider stays stopped).
+        let store = AutoscalerStore::new(conn);
+        let health = providers
+            .iter()
+            .filter_map(|p| {
+                let n = store.counter(&format!("failures:{}", p.name())).ok()?;
+                (n > 0).then(|| {
+                    (
+                        p.name().to_string(),
+                        ProviderHealth {
+                            streak: n as u32,
+                            next_try: 0,
+                            last_error: Some(format!(
+                                "{n} launch failure(s) in a row before the restart"
+                            )),
+                        },
+                    )
+                })
+            })
+            .collect();
         Self {
             client,
             conn,
@@ -337,7 +357,7 @@ impl<'a> Controller<'a> {
             org: None,
             groups: HashMap::new(),
             tags: HashMap::new(),
-            health: BTreeMap::new(),
+            health,
         }
     }
 
@@ -1012,6 +1032,12 @@ impl<'a> Controller<'a> {
             .min(600_000);
         h.next_try = now + backoff;
         h.last_error = Some(why.to_string());
+        let streak = h.streak;
+        // Kept in the store: a restart must not reset a provider the failure limit stopped.
+        let _ = self
+            .store()
+            .set_meta(&format!("failures:{provider}"), &streak.to_string());
+        let h = &self.health[provider];
         let limit = self.settings.failure_limit;
         if limit > 0 && h.streak == limit {
             tracing::warn!(
@@ -1046,6 +1072,9 @@ impl<'a> Controller<'a> {
 
     /// Clear failure streaks (an operator's resume).
     pub fn reset_failures(&mut self) {
+        for p in self.health.keys() {
+            let _ = self.store().set_meta(&format!("failures:{p}"), "0");
+        }
         self.health.clear();
     }
 
@@ -1273,9 +1302,12 @@ impl<'a> Controller<'a> {
                 if let Some(j) = job {
                     let _ = store.set_job_launched(j, now);
                 }
-                if let Some(h) = self.health.get_mut(provider) {
+                if let Some(h) = self.health.get_mut(provider)
+                    && h.streak > 0
+                {
                     h.streak = 0;
                     h.next_try = 0;
+                    let _ = store.set_meta(&format!("failures:{provider}"), "0");
                 }
                 tracing::info!(
                     "autoscaler: runner {name} launched on {provider}{}",
