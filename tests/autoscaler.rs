@@ -29,7 +29,7 @@ use gh_fake::FakeGithub;
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
-const TOKEN: &str = "ghp_autoscalerTestToken0123456789abcdef";
+const TOKEN: &str = "fake-autoscaler-test-token-0123456789";
 const LABELS: &[&str] = &["self-hosted", "linux"];
 
 fn runner_script(dir: &Path, fail_first: u32) -> PathBuf {

@@ -15,7 +15,7 @@ use rmcp::ServiceExt;
 use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
 
-const TOKEN: &str = "ghp_mcpAutoscalerToken0123456789abcdef";
+const TOKEN: &str = "fake-mcp-autoscaler-token-0123456789";
 
 async fn spawn(dir: &std::path::Path, api: &str, extra: &[&str]) -> Client {
     let script = dir.join("runner.sh");

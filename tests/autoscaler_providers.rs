@@ -33,7 +33,7 @@ use fly_fake::{Fake, Kind};
 
 /// A JIT config shaped like GitHub's (base64 of a JSON document); long enough to be unique.
 const JIT: &str = "eyJydW5uZXIiOiJmbG90aWxsYS10ZXN0IiwiY3JlZGVudGlhbHMiOiJzM2NyM3RKSVQifQ==";
-const GH: &str = "ghp_test_token_must_not_reach_runners";
+const GH: &str = "fake-gh-token-must-not-reach-runners";
 
 /// Flotilla's own secrets are in the engine's environment, as in production.
 fn init() {

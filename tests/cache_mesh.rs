@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const TOKEN: &str = "ghp_meshTestToken0123456789SECRET";
+const TOKEN: &str = "fake-mesh-test-token-0123456789";
 const SECRET: &[u8] = b"mesh-secret-0123456789-SECRET";
 const RUNS_PATH: &str = "/repos/PyGithub/PyGithub/actions/runs";
 const RUNS_KEY: &str = "/repos/PyGithub/PyGithub/actions/runs?per_page=100";
@@ -240,7 +240,7 @@ async fn other_mesh_secret_cannot_open_and_other_token_never_matches() {
     // Same token, other mesh secret (these test nodes run without pnet, so they connect).
     let b = Peer::start(&gh.uri(), TOKEN, b"another-mesh-secret", &[a.addr().await]).await;
     // Same mesh secret, other token.
-    let c = Peer::start(&gh.uri(), "ghp_otherToken", SECRET, &[a.addr().await]).await;
+    let c = Peer::start(&gh.uri(), "fake-other-token", SECRET, &[a.addr().await]).await;
     wait_subscribed(&a.node, b.node.peer_id()).await;
     wait_subscribed(&a.node, c.node.peer_id()).await;
     let mut b_events = b.node.events();
