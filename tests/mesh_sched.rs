@@ -155,6 +155,7 @@ impl Mesh {
             "--p2p-listen",
             "/ip4/127.0.0.1/tcp/0",
             "--no-mdns",
+            "--disable-autoscaler",
             "--set",
             &format!("p2p.heartbeat_timeout={HEARTBEAT_TIMEOUT_S}s"),
         ]
