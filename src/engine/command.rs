@@ -167,6 +167,26 @@ pub enum Command {
     GhCacheStats,
     /// This node's mesh status.
     GetP2pNetworkStatus,
+    /// Hand this node's queued mesh tasks to better peers.
+    RebalanceP2p {
+        /// How to rank peers.
+        strategy: crate::sched::peer_select::PlaceBy,
+    },
+    /// Close the connections to a peer (it may reconnect).
+    DisconnectPeer {
+        /// Peer ID.
+        peer_id: String,
+    },
+    /// Disconnect a peer and refuse it until unbanned.
+    BanPeer {
+        /// Peer ID.
+        peer_id: String,
+    },
+    /// Accept a banned peer again.
+    UnbanPeer {
+        /// Peer ID.
+        peer_id: String,
+    },
     /// Orchestrator issues, newest first.
     ListOrchestratorIssues {
         /// open, fixing, fixed or ignored.
@@ -260,6 +280,10 @@ impl Command {
             Command::GhWorkflowRuns { .. } => CommandKind::GhWorkflowRuns,
             Command::GhCacheStats => CommandKind::GhCacheStats,
             Command::GetP2pNetworkStatus => CommandKind::GetP2pNetworkStatus,
+            Command::RebalanceP2p { .. } => CommandKind::RebalanceP2p,
+            Command::DisconnectPeer { .. } => CommandKind::DisconnectPeer,
+            Command::BanPeer { .. } => CommandKind::BanPeer,
+            Command::UnbanPeer { .. } => CommandKind::UnbanPeer,
             Command::ListOrchestratorIssues { .. } => CommandKind::ListOrchestratorIssues,
             Command::GetIssueEvidence { .. } => CommandKind::GetIssueEvidence,
             Command::ApplyFix { .. } => CommandKind::ApplyFix,
@@ -745,8 +769,7 @@ pub struct P2pStatus {
     pub listen_addrs: Vec<String>,
     /// Peers connected now.
     pub peer_count: usize,
-    /// Peers seen, with RTT and last-seen time. Capabilities and load are exchanged by the
-    /// mesh scheduler, which is not in this build: they are empty/absent.
+    /// Peers seen, with RTT and last-seen time, and (from their heartbeats) labels and load.
     pub peers: Vec<P2pPeer>,
     /// Tasks running on this node.
     pub active_tasks: usize,
@@ -756,6 +779,21 @@ pub struct P2pStatus {
     pub detail: Option<String>,
     /// Private network (pnet) on.
     pub private: bool,
+    /// This node's Merkle clock: `{hash, entries: {peer ID: counter}}` (absent while off).
+    pub clock: Option<ClockView>,
+    /// Completions dropped because another peer's was recorded first.
+    pub duplicates_dropped: u64,
+    /// Mesh tasks this node owns: running and queued here.
+    pub owned_tasks: usize,
+}
+
+/// A Merkle clock as faces show it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ClockView {
+    /// Merkle root over the sorted entries (hex SHA-256).
+    pub hash: String,
+    /// Counter per peer ID.
+    pub entries: std::collections::BTreeMap<String, u64>,
 }
 
 /// One peer in [`P2pStatus`].
@@ -765,10 +803,16 @@ pub struct P2pPeer {
     pub peer_id: String,
     /// Addresses.
     pub addrs: Vec<String>,
-    /// Capability labels (from the mesh scheduler; empty for now).
+    /// Capability labels (from its heartbeats; empty until one arrives).
     pub capabilities: Vec<String>,
-    /// Running/max tasks (from the mesh scheduler; absent for now).
+    /// `running/max` tasks (from its heartbeats).
     pub load: Option<String>,
+    /// Tasks queued there.
+    pub queued: Option<u32>,
+    /// Node name (from its heartbeats).
+    pub name: Option<String>,
+    /// Last heartbeat received, RFC 3339.
+    pub last_heartbeat: Option<String>,
     /// Last ping RTT, ms.
     pub rtt_ms: Option<f64>,
     /// Last seen, RFC 3339.
@@ -935,6 +979,28 @@ pub enum Reply {
     Autoscaler(Box<AutoscalerStatus>),
     /// A command that changed a switch: what it did.
     Done(Done),
+    /// See [`Rebalanced`].
+    Rebalanced(Rebalanced),
+}
+
+/// One task moved by `rebalance_p2p_tasks`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct TaskMove {
+    /// Task id.
+    pub task_id: String,
+    /// Peer ID it left (this node).
+    pub from: String,
+    /// Peer ID that owns it now.
+    pub to: String,
+}
+
+/// Reply to [`Command::RebalanceP2p`].
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Rebalanced {
+    /// The strategy used.
+    pub strategy: crate::sched::peer_select::PlaceBy,
+    /// Queued tasks handed to other peers (empty: already balanced).
+    pub moved: Vec<TaskMove>,
 }
 
 /// A runner as the faces show it.

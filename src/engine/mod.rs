@@ -14,6 +14,7 @@ pub mod hardware;
 pub mod lock;
 pub mod logbuf;
 pub mod mesh;
+pub mod meshsched;
 pub mod orch;
 pub mod policy;
 pub mod runner;
@@ -31,7 +32,7 @@ use tracing::{debug, error, info, warn};
 use crate::clock::{Millis, SharedClock, rfc3339};
 use crate::config::Config;
 use crate::sched::queue::TaskQueue;
-use crate::sched::workflow::{SpecError, TaskState, WorkflowStatus, workflow_status};
+use crate::sched::workflow::{SpecError, TaskState, WorkflowStatus, WorkflowTag, workflow_status};
 use crate::store::{Store, StoreError, TaskRow, WorkflowRow};
 use command::*;
 pub use command::{Command, Reply, Source};
@@ -183,6 +184,8 @@ enum Msg {
     MeshReady(Result<mesh::MeshService, String>),
     /// The P2P node's peers or addresses changed.
     MeshView(mesh::MeshView),
+    /// Input for the mesh scheduler.
+    Sched(meshsched::SchedIn),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -204,6 +207,7 @@ impl std::fmt::Debug for Msg {
             Msg::GithubReady(r) => write!(f, "GithubReady(ok: {})", r.is_ok()),
             Msg::MeshReady(r) => write!(f, "MeshReady(ok: {})", r.is_ok()),
             Msg::MeshView(v) => write!(f, "MeshView({} peers)", v.peers.len()),
+            Msg::Sched(i) => write!(f, "Sched({i:?})"),
             Msg::Shutdown(_) => write!(f, "Shutdown"),
         }
     }
@@ -302,6 +306,7 @@ pub struct Engine {
     autoscaler: Result<autoscale::AutoscalerHandle, String>,
     self_tx: mpsc::Sender<Msg>,
     vm_rows: usize,
+    sched: meshsched::MeshSched,
 }
 
 const RECENT: usize = 50;
@@ -337,6 +342,7 @@ impl Engine {
             Ok(_) => info!(app = ?opts.compute.fly_app_name, "compute on: Fly Machines VMs"),
             Err(why) => debug!("compute off: {why}"),
         }
+        let opts_p2p = opts.p2p.clone();
         let mut engine = Engine {
             queue: TaskQueue::new(opts.boost_factor, opts.boost_interval.as_millis() as Millis),
             opts,
@@ -367,6 +373,7 @@ impl Engine {
             autoscaler: Err("waits for the GitHub layer (a token)".into()),
             self_tx: tx.clone(),
             vm_rows: 0,
+            sched: meshsched::MeshSched::new(&opts_p2p),
         };
         engine.restore(now)?;
         if requeued > 0 {
@@ -435,8 +442,10 @@ impl Engine {
                 continue;
             }
             let ids = tasks.iter().map(|t| t.id.clone()).collect();
+            // Mesh tasks wait for the mesh scheduler: it queues the ones this node owns.
+            let mesh = self.store.mesh_origin(&wf.id)?.is_some();
             for t in tasks {
-                if t.state == TaskState::Queued {
+                if t.state == TaskState::Queued && !mesh {
                     let _ = self
                         .queue
                         .push(&t.id, t.priority, t.enqueued_at, t.seq, now);
@@ -475,6 +484,8 @@ impl Engine {
     ) {
         let mut boost = tokio::time::interval(self.opts.boost_interval);
         boost.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut sched_tick = tokio::time::interval(Duration::from_millis(100));
+        sched_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut housekeeping = tokio::time::interval(Duration::from_secs(5));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut shutdown_reply = None;
@@ -502,6 +513,7 @@ impl Engine {
                                         }
                                     }
                                 });
+                                self.mesh_sched_start(&svc);
                                 MeshState::On(svc, None)
                             }
                             Err(why) => {
@@ -536,10 +548,12 @@ impl Engine {
                         self.attach_cache_share();
                         self.dirty = true;
                     }
+                    Some(Msg::Sched(input)) => self.mesh_input(input),
                     Some(Msg::Shutdown(tx)) => { shutdown_reply = Some(tx); break; }
                     None => break,
                 },
                 Some(done) = done_rx.recv() => self.on_done(done),
+                _ = sched_tick.tick(), if self.sched.active() => self.mesh_tick(),
                 _ = boost.tick() => {
                     let n = self.queue.boost(self.clock.now_ms());
                     if n > 0 {
@@ -611,6 +625,14 @@ impl Engine {
         }
         if gate.is_ok() && kind == CommandKind::ApplyFix {
             return self.run_fix(env);
+        }
+        if gate.is_ok()
+            && matches!(
+                kind,
+                CommandKind::DisconnectPeer | CommandKind::BanPeer | CommandKind::UnbanPeer
+            )
+        {
+            return self.run_peer(env);
         }
         if gate.is_ok() && is_autoscaler(kind) && kind != CommandKind::ListRunners {
             return self.run_autoscaler(env);
@@ -832,6 +854,55 @@ impl Engine {
     }
 
     /// GitHub commands wait on the API (and its rate-limit pacing): off the actor too.
+    /// Peer commands wait on the node task: run them on their own task.
+    fn run_peer(&mut self, env: Envelope) {
+        let node = match &self.mesh {
+            MeshState::On(svc, _) => svc.handle.clone(),
+            _ => {
+                let _ = env.reply.send(Err(EngineError::Invalid(
+                    "the mesh is not running (--no-p2p, or the node has not started)".into(),
+                )));
+                return;
+            }
+        };
+        let notify = self.self_tx.clone();
+        tokio::spawn(async move {
+            let (peer_id, what) = match &env.cmd {
+                Command::DisconnectPeer { peer_id } => (peer_id.clone(), "disconnect"),
+                Command::BanPeer { peer_id } => (peer_id.clone(), "ban"),
+                Command::UnbanPeer { peer_id } => (peer_id.clone(), "unban"),
+                _ => unreachable!("run_peer gets peer commands only"),
+            };
+            let r = match peer_id.parse::<libp2p::PeerId>() {
+                Err(e) => Err(EngineError::Invalid(format!(
+                    "{peer_id:?} is not a peer ID ({e}); copy one from get_p2p_network_status"
+                ))),
+                Ok(p) => {
+                    let done = match what {
+                        "disconnect" => node.disconnect(p).await.map(|was| {
+                            if was {
+                                format!("disconnected {p} (it may reconnect)")
+                            } else {
+                                format!("{p} was not connected")
+                            }
+                        }),
+                        "ban" => node.ban(p).await.map(|_| {
+                            format!("banned {p}: disconnected and refused until unbanned")
+                        }),
+                        _ => node.unban(p).await.map(|_| format!("unbanned {p}")),
+                    };
+                    done.map(|message| Reply::Done(command::Done { message }))
+                        .map_err(|e| EngineError::Invalid(format!("{what} {p}: {e}")))
+                }
+            };
+            if let Ok(Reply::Done(d)) = &r {
+                info!("{}", d.message);
+            }
+            let _ = env.reply.send(r);
+            let _ = notify.send(Msg::Refresh).await;
+        });
+    }
+
     fn run_github(&mut self, env: Envelope) {
         let svc = match &self.github {
             GithubState::On(svc) => svc.clone(),
@@ -894,26 +965,36 @@ impl Engine {
         match cmd {
             Command::SubmitWorkflow(spec) => {
                 let id = format!("wf-{}", ulid::Ulid::new().to_string().to_lowercase());
-                let rows = self.store.insert_workflow(
-                    &id,
-                    &spec.name,
-                    spec.tag,
-                    spec.priority,
-                    &spec.tasks,
-                    source.as_str(),
-                    now,
-                )?;
+                // p2p-eligible and p2p-only workflows go to the mesh when it runs; github-api
+                // and the rest stay on this node.
+                let wire = (matches!(spec.tag, WorkflowTag::P2pEligible | WorkflowTag::P2pOnly)
+                    && self.sched.active())
+                .then(|| self.mesh_wire(&id, &spec, now));
+                let rows = match &wire {
+                    Some(w) => self.store.insert_mesh_workflow(w, source.as_str(), now)?,
+                    None => self.store.insert_workflow(
+                        &id,
+                        &spec.name,
+                        spec.tag,
+                        spec.priority,
+                        &spec.tasks,
+                        source.as_str(),
+                        now,
+                    )?,
+                };
                 let wf = self.store.workflow(&id)?.ok_or(EngineError::NotFound {
                     what: "workflow",
                     id: id.clone(),
                 })?;
                 let n = rows.len();
                 let ids = rows.iter().map(|r| r.id.clone()).collect();
-                for r in rows {
-                    let _ = self
-                        .queue
-                        .push(&r.id, r.priority, r.enqueued_at, r.seq, now);
-                    self.tasks.insert(r.id.clone(), r);
+                for r in &rows {
+                    if wire.is_none() {
+                        let _ = self
+                            .queue
+                            .push(&r.id, r.priority, r.enqueued_at, r.seq, now);
+                    }
+                    self.tasks.insert(r.id.clone(), r.clone());
                 }
                 info!(
                     workflow = %id,
@@ -936,6 +1017,9 @@ impl Engine {
                         tasks: ids,
                     },
                 );
+                if let Some(w) = wire {
+                    self.mesh_announce(w, &rows, now);
+                }
                 self.dirty = true;
                 self.dispatch();
                 Ok(Reply::Submitted(Submitted {
@@ -943,7 +1027,25 @@ impl Engine {
                     tasks: n,
                 }))
             }
-            Command::CancelWorkflow { workflow_id } => self.cancel(&workflow_id, now),
+            Command::CancelWorkflow { workflow_id } => {
+                let r = self.cancel(&workflow_id, now)?;
+                self.mesh_cancelled(&workflow_id);
+                Ok(r)
+            }
+            Command::RebalanceP2p { strategy } => {
+                if !self.sched.active() {
+                    return Err(EngineError::Invalid(
+                        "the mesh is not running (--no-p2p, or the node has not started)".into(),
+                    ));
+                }
+                let moved = self
+                    .mesh_rebalance(strategy)
+                    .into_iter()
+                    .map(|(task_id, from, to)| command::TaskMove { task_id, from, to })
+                    .collect();
+                self.dispatch();
+                Ok(Reply::Rebalanced(command::Rebalanced { strategy, moved }))
+            }
             Command::SetTaskPriority { task_id, priority } => {
                 if priority > crate::sched::workflow::MAX_PRIORITY {
                     return Err(EngineError::Invalid(format!(
@@ -1326,6 +1428,7 @@ impl Engine {
     }
 
     fn dispatch(&mut self) {
+        let mut later = vec![];
         while self.running.len() < self.opts.max_concurrent_tasks {
             let Some((entry, key)) = self.queue.pop() else {
                 break;
@@ -1333,6 +1436,14 @@ impl Engine {
             let Some(task) = self.tasks.get(&entry.task_id).cloned() else {
                 continue;
             };
+            let mesh = self.sched.is_mesh(&task.workflow_id);
+            if mesh && !self.mesh_may_start(&task) {
+                if self.sched.owns(&task.id) {
+                    // Catching up after a restart: keep it.
+                    later.push((entry, key));
+                }
+                continue;
+            }
             if let Some(missing) = task
                 .spec
                 .requires
@@ -1346,7 +1457,11 @@ impl Engine {
                 continue;
             }
             let now = self.clock.now_ms();
-            if let Err(e) = self.store.mark_started(&task.id, &self.opts.node_name, now) {
+            let owner = match (&self.sched.me, mesh) {
+                (Some(me), true) => me.clone(),
+                _ => self.opts.node_name.clone(),
+            };
+            if let Err(e) = self.store.mark_started(&task.id, &owner, now) {
                 error!(task = %task.id, "cannot record task start, not starting it: {e}");
                 self.store_error = Some(e.to_string());
                 let _ = self.queue.push(
@@ -1379,9 +1494,12 @@ impl Engine {
                 t.state = TaskState::Running;
                 t.started_at = Some(now);
                 t.attempts += 1;
-                t.owner = Some(self.opts.node_name.clone());
+                t.owner = Some(owner);
             }
             self.running.insert(task.id.clone(), handle);
+            if mesh {
+                self.mesh_started(&task.id);
+            }
             let _ = self.events.send(Event::TaskStarted {
                 task_id: task.id.clone(),
             });
@@ -1391,6 +1509,12 @@ impl Engine {
             }
             self.dirty = true;
         }
+        let now = self.clock.now_ms();
+        for (e, k) in later {
+            let _ = self
+                .queue
+                .push(&e.task_id, e.base_priority, e.enqueued_at, k.seq, now);
+        }
     }
 
     fn on_done(&mut self, done: RunDone) {
@@ -1399,6 +1523,24 @@ impl Engine {
         let mut outcome = done.outcome;
         if self.cancel_requested.remove(&done.task_id) && outcome.state != TaskState::Succeeded {
             outcome.state = TaskState::Cancelled;
+        }
+        let mesh_wf = self
+            .tasks
+            .get(&done.task_id)
+            .map(|t| t.workflow_id.clone())
+            .filter(|w| self.sched.is_mesh(w));
+        if mesh_wf.is_some() && !self.mesh_finished(&done.task_id, &outcome) {
+            // Another peer owns it now, or completed it first: this run's result is dropped.
+            if let Some(t) = self.tasks.get_mut(&done.task_id)
+                && t.state == TaskState::Running
+            {
+                t.state = TaskState::Queued;
+                t.started_at = None;
+                let _ = self.store.mark_requeued(&done.task_id);
+            }
+            self.dirty = true;
+            self.dispatch();
+            return;
         }
         if let Err(e) = self.store.mark_finished(&done.task_id, &outcome, now) {
             // The row stays `running`; the next start re-queues it (at-least-once).
@@ -1498,6 +1640,9 @@ impl Engine {
                 health: "starting".into(),
                 detail: None,
                 private: false,
+                clock: None,
+                duplicates_dropped: 0,
+                owned_tasks: 0,
             },
             MeshState::Off(why) => P2pStatus {
                 peer_id: None,
@@ -1508,6 +1653,9 @@ impl Engine {
                 health: "off".into(),
                 detail: Some(why.clone()),
                 private: false,
+                clock: None,
+                duplicates_dropped: 0,
+                owned_tasks: 0,
             },
             MeshState::On(svc, view) => {
                 let v = view.clone().unwrap_or_else(|| mesh::MeshView {
@@ -1524,21 +1672,40 @@ impl Engine {
                     peers: v
                         .peers
                         .into_iter()
-                        .map(|p| P2pPeer {
-                            peer_id: p.peer_id,
-                            addrs: p.addrs,
-                            capabilities: vec![],
-                            load: None,
-                            rtt_ms: p.rtt_ms,
-                            last_seen: rfc3339(p.last_seen_ms),
-                            connected: p.connected,
-                            agent: p.agent,
+                        .map(|p| {
+                            let hb = self.sched.peers.get(&p.peer_id);
+                            P2pPeer {
+                                capabilities: hb
+                                    .map(|h| h.capabilities.clone())
+                                    .unwrap_or_default(),
+                                load: hb.map(|h| format!("{}/{}", h.running, h.max)),
+                                queued: hb.map(|h| h.queued),
+                                name: hb.map(|h| h.name.clone()),
+                                last_heartbeat: hb.map(|h| rfc3339(h.last_heard)),
+                                peer_id: p.peer_id,
+                                addrs: p.addrs,
+                                rtt_ms: p.rtt_ms,
+                                last_seen: rfc3339(p.last_seen_ms),
+                                connected: p.connected,
+                                agent: p.agent,
+                            }
                         })
                         .collect(),
                     active_tasks,
                     health: if peer_count > 0 { "ok" } else { "no peers" }.into(),
                     detail: None,
                     private: v.private,
+                    clock: self.sched.active().then(|| command::ClockView {
+                        hash: self.sched.clock.get_hash(),
+                        entries: self.sched.clock.entries().clone(),
+                    }),
+                    duplicates_dropped: self.sched.duplicates,
+                    owned_tasks: self
+                        .sched
+                        .me
+                        .as_deref()
+                        .map(|me| self.sched.book.owned_by(me).count())
+                        .unwrap_or(0),
                 }
             }
         }

@@ -70,6 +70,14 @@ pub enum CommandKind {
     GhCacheStats,
     /// This node's mesh: peer ID, addresses, peers.
     GetP2pNetworkStatus,
+    /// Move queued mesh tasks to better peers.
+    RebalanceP2p,
+    /// Disconnect a peer.
+    DisconnectPeer,
+    /// Ban a peer.
+    BanPeer,
+    /// Unban a peer.
+    UnbanPeer,
     /// Orchestrator issues.
     ListOrchestratorIssues,
     /// One issue's evidence in context.
@@ -98,7 +106,7 @@ pub enum CommandKind {
 
 impl CommandKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [CommandKind; 33] = [
+    pub const ALL: [CommandKind; 37] = [
         CommandKind::SubmitWorkflow,
         CommandKind::CancelWorkflow,
         CommandKind::SetTaskPriority,
@@ -120,6 +128,10 @@ impl CommandKind {
         CommandKind::GhWorkflowRuns,
         CommandKind::GhCacheStats,
         CommandKind::GetP2pNetworkStatus,
+        CommandKind::RebalanceP2p,
+        CommandKind::DisconnectPeer,
+        CommandKind::BanPeer,
+        CommandKind::UnbanPeer,
         CommandKind::ListOrchestratorIssues,
         CommandKind::GetIssueEvidence,
         CommandKind::ApplyFix,
@@ -139,8 +151,11 @@ impl CommandKind {
         use CommandKind::*;
         match self {
             SubmitWorkflow | SetTaskPriority | ProvisionVm | ExtendVmActivity | IgnoreIssue
-            | ProvisionRunner | DrainRunner | PauseAutoscaler | CheckAutoscaler => Danger::Write,
-            CancelWorkflow | TerminateVm | ApplyFix | RemoveRunner => Danger::Destructive,
+            | ProvisionRunner | DrainRunner | PauseAutoscaler | CheckAutoscaler | RebalanceP2p
+            | UnbanPeer => Danger::Write,
+            CancelWorkflow | TerminateVm | ApplyFix | RemoveRunner | DisconnectPeer | BanPeer => {
+                Danger::Destructive
+            }
             ListRunners | GetAutoscalerStatus => Danger::Read,
             ListOrchestratorIssues | GetIssueEvidence | ClassifyLog => Danger::Read,
             ListWorkflows | GetWorkflowStatus | GetTaskOutput | GetSystemStatus
@@ -175,6 +190,10 @@ impl CommandKind {
             GhWorkflowRuns => "gh_workflow_runs",
             GhCacheStats => "gh_cache_stats",
             GetP2pNetworkStatus => "get_p2p_network_status",
+            RebalanceP2p => "rebalance_p2p_tasks",
+            DisconnectPeer => "disconnect_peer",
+            BanPeer => "ban_peer",
+            UnbanPeer => "unban_peer",
             ListOrchestratorIssues => "list_orchestrator_issues",
             GetIssueEvidence => "get_issue_evidence",
             ApplyFix => "apply_fix",

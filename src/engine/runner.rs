@@ -131,6 +131,8 @@ pub fn spawn_task(req: RunRequest, done: mpsc::UnboundedSender<RunDone>) -> RunH
         cmd.env_remove(k);
     }
     cmd.envs(&req.spec.env);
+    // The task knows its id (for logs, and to tell attempts apart).
+    cmd.env("FLOTILLA_TASK_ID", &req.task_id);
     let started = Instant::now();
     match cmd.spawn() {
         Err(e) => {

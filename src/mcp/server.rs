@@ -37,6 +37,10 @@ pub const TOOL_TABLE: &[(&str, CommandKind)] = &[
     ("gh_workflow_runs", CommandKind::GhWorkflowRuns),
     ("gh_cache_stats", CommandKind::GhCacheStats),
     ("get_p2p_network_status", CommandKind::GetP2pNetworkStatus),
+    ("rebalance_p2p_tasks", CommandKind::RebalanceP2p),
+    ("disconnect_peer", CommandKind::DisconnectPeer),
+    ("ban_peer", CommandKind::BanPeer),
+    ("unban_peer", CommandKind::UnbanPeer),
     (
         "list_orchestrator_issues",
         CommandKind::ListOrchestratorIssues,
@@ -240,6 +244,25 @@ pub struct RemoveRunnerArgs {
     /// Only say what would happen.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// Arguments of `rebalance_p2p_tasks`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct RebalanceArgs {
+    /// `load` (least loaded peer), `latency` (lowest ping RTT) or `proximity` (closest
+    /// capability labels, then load). Default `load`.
+    #[serde(default)]
+    pub strategy: Option<String>,
+}
+
+/// A peer, for disconnect and ban.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PeerArgs {
+    /// Peer ID (from get_p2p_network_status).
+    pub peer_id: String,
+    /// Must be true (disconnect and ban are destructive; unban does not need it).
+    #[serde(default)]
+    pub confirm: bool,
 }
 
 /// A runner id.
@@ -714,6 +737,61 @@ impl FlotillaMcp {
     async fn get_p2p_network_status(&self) -> Result<Json<P2pStatus>, String> {
         match self.run(Command::GetP2pNetworkStatus, false).await? {
             Reply::P2p(p) => Ok(Json(p)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Hand this node's queued mesh tasks (not yet started) to better peers: strategy `load`
+    /// (least loaded), `latency` (lowest ping RTT) or `proximity` (closest labels, then
+    /// load). Returns the moves `{task_id, from, to}`; an empty list means already balanced.
+    #[tool(name = "rebalance_p2p_tasks")]
+    async fn rebalance_p2p_tasks(
+        &self,
+        Parameters(a): Parameters<RebalanceArgs>,
+    ) -> Result<Json<crate::engine::command::Rebalanced>, String> {
+        let strategy = a.strategy.as_deref().unwrap_or("load").parse()?;
+        match self.run(Command::RebalanceP2p { strategy }, false).await? {
+            Reply::Rebalanced(r) => Ok(Json(r)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Close the connections to a peer (it may reconnect). Destructive: needs confirm=true.
+    #[tool(name = "disconnect_peer")]
+    async fn disconnect_peer(
+        &self,
+        Parameters(a): Parameters<PeerArgs>,
+    ) -> Result<Json<crate::engine::command::Done>, String> {
+        let cmd = Command::DisconnectPeer { peer_id: a.peer_id };
+        match self.run(cmd, a.confirm).await? {
+            Reply::Done(d) => Ok(Json(d)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Ban a peer: disconnect it and refuse its connections until unban_peer. Its tasks go to
+    /// other peers after the heartbeat timeout. Destructive: needs confirm=true.
+    #[tool(name = "ban_peer")]
+    async fn ban_peer(
+        &self,
+        Parameters(a): Parameters<PeerArgs>,
+    ) -> Result<Json<crate::engine::command::Done>, String> {
+        let cmd = Command::BanPeer { peer_id: a.peer_id };
+        match self.run(cmd, a.confirm).await? {
+            Reply::Done(d) => Ok(Json(d)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Accept a banned peer again.
+    #[tool(name = "unban_peer")]
+    async fn unban_peer(
+        &self,
+        Parameters(a): Parameters<PeerArgs>,
+    ) -> Result<Json<crate::engine::command::Done>, String> {
+        let cmd = Command::UnbanPeer { peer_id: a.peer_id };
+        match self.run(cmd, a.confirm).await? {
+            Reply::Done(d) => Ok(Json(d)),
             r => Err(unexpected(r)),
         }
     }

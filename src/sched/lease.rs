@@ -203,6 +203,37 @@ impl LeaseBook {
         }
     }
 
+    /// A heartbeat from `peer`: renew every lease it holds (liveness is per peer; a peer
+    /// silent for the heartbeat timeout loses all its tasks). Returns how many.
+    pub fn renew_peer(&mut self, peer: &str, now: Millis) -> usize {
+        let mut n = 0;
+        for t in self.tasks.values_mut() {
+            if t.done.is_none() && t.owner.peer == peer {
+                t.last_heard = t.last_heard.max(now);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Restore a lease read back from the store (after a restart), as heard at `now`.
+    pub fn restore(
+        &mut self,
+        owner: Claim,
+        done: Option<Completion>,
+        duplicates: u32,
+        now: Millis,
+    ) {
+        let task = owner.task.clone();
+        self.claim(owner, now);
+        if let Some(d) = done {
+            self.complete(d, now);
+        }
+        if let Some(t) = self.tasks.get_mut(&task) {
+            t.duplicates = t.duplicates.max(duplicates);
+        }
+    }
+
     /// Apply a completion: the least `(epoch, peer)` is recorded; others are counted. A
     /// completion also counts as its runner's claim for that epoch (it held the lease), so a
     /// node that hears the completion before the claim ends in the same state.

@@ -4,6 +4,7 @@
 pub mod fib_heap;
 pub mod lease;
 pub mod merkle_clock;
+pub mod mesh;
 pub mod peer_select;
 pub mod queue;
 pub mod workflow;

@@ -6,6 +6,8 @@
 //! milliseconds (UTC). A full disk surfaces as [`StoreError::Full`], and the operation that hit
 //! it is rolled back: nothing half-written, nothing acknowledged.
 
+pub mod mesh;
+
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -103,6 +105,7 @@ fn migrations() -> Migrations<'static> {
         M::up(crate::github::cache::MIGRATION_SQL),
         M::up(crate::orchestrator::store::MIGRATION_SQL),
         M::up(crate::autoscaler::store::MIGRATION_SQL),
+        M::up(mesh::MIGRATION_SQL),
     ])
 }
 
@@ -646,8 +649,8 @@ mod tests {
         assert_eq!(s.journal_mode().unwrap(), "wal");
         assert_eq!(
             s.schema_version().unwrap(),
-            5,
-            "1: queue, 2: compute, 3: GitHub cache, 4: orchestrator, 5: autoscaler"
+            6,
+            "1: queue, 2: compute, 3: GitHub cache, 4: orchestrator, 5: autoscaler, 6: mesh"
         );
     }
 
