@@ -13,12 +13,13 @@
 //! - a node stopped while a workflow finishes elsewhere catches up after a restart on the
 //!   same data dir.
 //!
-//! Tasks are `sh -c` lines that append `$FLOTILLA_TASK_ID` to a `ran.log` shared by the
-//! test's nodes (short `>>` appends are atomic), the evidence of how often each task ran.
+//! Tasks are `sh -c` lines that append `<$FLOTILLA_TASK_ID> <$PPID> start` and, after a short
+//! sleep, `... end` to a `ran.log` shared by the test's nodes (short `>>` appends are atomic):
+//! the evidence of how often, and on which engine process, each task ran.
 //! The tests take a lock and run one at a time: 2 cores running up to 5 debug engines plus
 //! their tasks must not starve the heartbeats. Every wait polls with a deadline; a timeout
 //! panics with each node's network status, the workflows' status on each node and the tail
-//! of each node's stderr.
+//! of each node's stderr (`MESH_SCHED_KEEP=1` keeps the tempdirs for a closer look).
 
 mod common;
 
@@ -65,7 +66,7 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.args)
-            .env("FLOTILLA_LOG", "warn")
+            .env("FLOTILLA_LOG", "warn,flotilla::engine::meshsched=info")
             .env("FLOTILLA_P2P_SECRET", &self.secret)
             .env("XDG_CONFIG_HOME", self.data_dir.join("no-config"))
             .env_remove("MCP_P2P_BOOTSTRAP_PEERS")
@@ -132,9 +133,16 @@ struct Mesh {
 }
 
 impl Mesh {
+    /// With `MESH_SCHED_KEEP=1` the tempdir (data dirs, stderr logs, ran.log) is kept and
+    /// its path printed, for a look after a failure.
     fn new() -> Self {
+        let mut root = tempfile::tempdir().unwrap();
+        if std::env::var_os("MESH_SCHED_KEEP").is_some_and(|v| v == "1") {
+            root.disable_cleanup(true);
+            eprintln!("keeping {}", root.path().display());
+        }
         Self {
-            root: tempfile::tempdir().unwrap(),
+            root,
             nodes: Vec::new(),
         }
     }
@@ -184,6 +192,14 @@ impl Mesh {
 
     fn peer(&self, i: usize) -> &str {
         &self.nodes[i].peer_id
+    }
+
+    /// Which node a process ID belongs to, for messages.
+    fn who_pid(&self, pid: u32) -> String {
+        self.nodes
+            .iter()
+            .find(|n| n.pid == pid)
+            .map_or_else(|| format!("?pid{pid}"), |n| n.name.clone())
     }
 
     /// Which node a peer ID belongs to, for messages.
@@ -355,22 +371,65 @@ fn task_view(status: &Value) -> TaskView {
         .collect()
 }
 
-/// A task that sleeps `sleep_s` and then appends its id to `log`.
+/// A task that appends `<task id> <engine pid> start` to `log`, sleeps `sleep_s`, then
+/// appends `<task id> <engine pid> end`. `$PPID` is the engine that spawned the task.
 fn task(log: &Path, sleep_s: f64, requires: &[&str]) -> Value {
+    let log = log.display();
     let line = format!(
-        "sleep {sleep_s}; echo \"$FLOTILLA_TASK_ID\" >> '{}'",
-        log.display()
+        "echo \"$FLOTILLA_TASK_ID $PPID start\" >> '{log}'; sleep {sleep_s}; echo \"$FLOTILLA_TASK_ID $PPID end\" >> '{log}'"
     );
     json!({"command": ["sh", "-c", line], "timeout_s": 60, "requires": requires})
 }
 
-/// How many times each task id was appended to `log`.
-fn ran(log: &Path) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
+/// Executions in `log`: per task id, `(engine pid, finished)` for each start, in order.
+fn runs(log: &Path) -> BTreeMap<String, Vec<(u32, bool)>> {
+    let mut m: BTreeMap<String, Vec<(u32, bool)>> = BTreeMap::new();
     for l in std::fs::read_to_string(log).unwrap_or_default().lines() {
-        *m.entry(l.trim().to_string()).or_insert(0) += 1;
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let [id, pid, kind] = f[..] else {
+            panic!("bad line in the task log: {l:?}");
+        };
+        let pid: u32 = pid.parse().expect("pid");
+        let v = m.entry(id.to_string()).or_default();
+        match kind {
+            "start" => v.push((pid, false)),
+            _ => match v.iter_mut().find(|(p, done)| *p == pid && !done) {
+                Some(r) => r.1 = true,
+                None => panic!("end without a start: {l:?}"),
+            },
+        }
     }
     m
+}
+
+/// How many executions of each task ran to the end.
+fn ran(log: &Path) -> BTreeMap<String, usize> {
+    runs(log)
+        .into_iter()
+        .map(|(id, v)| (id, v.iter().filter(|(_, done)| *done).count()))
+        .collect()
+}
+
+/// Every task of `view` started exactly once, ran to the end, and on the node the status
+/// names as its owner.
+fn assert_ran_once_on_owner(mesh: &Mesh, log: &Path, view: &TaskView) {
+    let runs = runs(log);
+    for (task_id, _, owner) in view {
+        let v = runs.get(task_id).cloned().unwrap_or_default();
+        let [(pid, true)] = v[..] else {
+            panic!("{task_id} should have run once, to the end: {runs:?}");
+        };
+        assert_eq!(
+            mesh.who_pid(pid),
+            mesh.who(owner),
+            "{task_id} ran on another node than its owner"
+        );
+    }
+    assert_eq!(
+        runs.len(),
+        view.len(),
+        "tasks of other workflows ran: {runs:?}"
+    );
 }
 
 /// `(peer id -> node name)` counts of a task view, for messages.
@@ -441,11 +500,7 @@ async fn cuda_tasks_go_to_the_cuda_node_and_all_nodes_agree() {
             );
         }
     }
-    let ran = ran(&log);
-    for (task_id, _, _) in &view {
-        assert_eq!(ran.get(task_id), Some(&1), "{task_id} in ran.log: {ran:?}");
-    }
-    assert_eq!(ran.len(), view.len(), "{ran:?}");
+    assert_ran_once_on_owner(&mesh, &log, &view);
     eprintln!(
         "cuda placement: owners {:?}, {:.1} s",
         by_owner(&mesh, &view),
@@ -515,11 +570,37 @@ async fn sigkilled_node_loses_its_tasks_to_the_survivors() {
         );
     }
     // At-least-once: a task node 4 was running may have run twice.
+    let runs = runs(&log);
     let ran = ran(&log);
     for (task_id, _, _) in &view {
-        assert!(ran.contains_key(task_id), "{task_id} never ran: {ran:?}");
+        assert!(
+            ran.get(task_id) >= Some(&1),
+            "{task_id} never finished: {runs:?}"
+        );
     }
-    let reran: Vec<_> = ran.iter().filter(|(_, c)| **c > 1).collect();
+    let running_on_4: BTreeSet<&str> = before_kill
+        .iter()
+        .filter(|(_, st, o)| st == "running" && *o == n4)
+        .map(|(t, _, _)| t.as_str())
+        .collect();
+    let reran: Vec<String> = runs
+        .iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(t, v)| {
+            let on: Vec<String> = v
+                .iter()
+                .map(|(pid, done)| {
+                    format!("{}{}", mesh.who_pid(*pid), if *done { "" } else { "(cut)" })
+                })
+                .collect();
+            let why = if running_on_4.contains(t.as_str()) {
+                "was running on node4"
+            } else {
+                "NOT running on node4 at the kill"
+            };
+            format!("{t} on {on:?} ({why})")
+        })
+        .collect();
     let mut dropped = Vec::new();
     for &i in &survivors {
         let s = ok(mesh.nodes[i].c(), "get_p2p_network_status", json!({})).await;
@@ -538,7 +619,7 @@ async fn sigkilled_node_loses_its_tasks_to_the_survivors() {
         dropped.push(s["duplicates_dropped"].as_u64().unwrap());
     }
     eprintln!(
-        "sigkill: before kill {:?}; final owners {:?}; ran twice {reran:?}; duplicates_dropped {dropped:?}; all succeeded {:.1} s after the kill, {:.1} s in all",
+        "sigkill: before kill {:?}; final owners {:?}; started more than once {reran:#?}; duplicates_dropped {dropped:?}; all succeeded {:.1} s after the kill, {:.1} s in all",
         by_owner(&mesh, &before_kill),
         by_owner(&mesh, &view),
         recovered_in.as_secs_f64(),
@@ -586,10 +667,7 @@ async fn node_with_another_secret_cannot_join_and_runs_alone() {
         assert_eq!(state, "succeeded", "{s}");
         assert_eq!(*owner, n3, "{task_id} ran on {}: {s}", mesh.who(owner));
     }
-    let ran = ran(&log);
-    for (task_id, _, _) in &view {
-        assert_eq!(ran.get(task_id), Some(&1), "{ran:?}");
-    }
+    assert_ran_once_on_owner(&mesh, &log, &view);
     for i in [0, 1] {
         let r = wf_status(mesh.nodes[i].c(), &wf).await;
         assert!(
@@ -702,10 +780,8 @@ async fn partition_by_ban_heals_after_unban() {
                 .await;
         }
     };
-    let ran = ran(&log);
-    for (task_id, _, _) in va.iter().chain(&vb) {
-        assert_eq!(ran.get(task_id), Some(&1), "{ran:?}");
-    }
+    let both: TaskView = va.iter().chain(&vb).cloned().collect();
+    assert_ran_once_on_owner(&mesh, &log, &both);
     eprintln!(
         "partition: healed in {:.1} s (clock {}), {:.1} s in all",
         healed_at.elapsed().as_secs_f64(),
@@ -769,10 +845,7 @@ async fn restarted_node_catches_up_on_a_workflow_finished_while_it_was_down() {
     );
     let caught_up = mesh.await_agreement(&[0, 1, 2], &wf, 30).await;
     assert_eq!(caught_up, final_view);
-    let ran = ran(&log);
-    for (task_id, _, _) in &final_view {
-        assert_eq!(ran.get(task_id), Some(&1), "{ran:?}");
-    }
+    assert_ran_once_on_owner(&mesh, &log, &final_view);
     eprintln!(
         "restart: node3 saw {} before stopping, caught up {:.1} s after restarting, {:.1} s in all",
         seen["status"],
