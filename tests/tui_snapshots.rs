@@ -145,6 +145,7 @@ fn snapshot(read_only: bool) -> Snapshot {
             last_seen_ms: NOW - 2_000,
             score: Some(0.0),
             banned: false,
+            sched: None,
         },
         flotilla::engine::mesh::PeerRow {
             peer_id: "12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq".into(),
@@ -155,6 +156,7 @@ fn snapshot(read_only: bool) -> Snapshot {
             last_seen_ms: NOW - 600_000,
             score: None,
             banned: false,
+            sched: None,
         },
     ];
     s.counts.workflows.insert("completed".into(), 12);

@@ -46,6 +46,27 @@ pub struct PeerRow {
     pub score: Option<f64>,
     /// Banned by this node.
     pub banned: bool,
+    /// What its scheduler heartbeats say (absent until the first one arrives).
+    pub sched: Option<PeerSched>,
+}
+
+/// A peer's scheduler state, from its heartbeats.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct PeerSched {
+    /// Node name.
+    pub name: String,
+    /// Capability labels.
+    pub capabilities: Vec<String>,
+    /// Tasks running there.
+    pub running: u32,
+    /// Its `max_concurrent_tasks`.
+    pub max: u32,
+    /// Tasks queued there.
+    pub queued: u32,
+    /// Last heartbeat, unix ms (this node's clock).
+    pub last_heartbeat_ms: Millis,
+    /// Mesh tasks it holds (leases), as this node knows them.
+    pub owned: usize,
 }
 
 /// What the node looks like now.
@@ -186,6 +207,7 @@ impl MeshService {
                     last_seen_ms: p.last_seen_ms,
                     score: p.score,
                     banned: p.banned,
+                    sched: None,
                 })
                 .collect(),
             private: self.private,

@@ -1905,6 +1905,29 @@ impl Engine {
                 queue.push(row_of(t, &n, tag, None, Some(why.clone())));
             }
         }
+        // Mesh tasks queued on other peers (or settling after a claim).
+        let mut elsewhere: Vec<&TaskRow> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                t.state == TaskState::Queued
+                    && !self.queue.contains(&t.id)
+                    && !self.parked.contains_key(&t.id)
+            })
+            .collect();
+        elsewhere.sort_by_key(|t| (t.priority, t.seq));
+        for t in elsewhere {
+            if let Some((n, tag)) = wf_of(t) {
+                let why = match &t.owner {
+                    Some(o) if Some(o) != self.sched.me.as_ref() => {
+                        format!("a slot on peer {}", short_peer(o))
+                    }
+                    Some(_) => "its claim to settle".to_string(),
+                    None => "placement".to_string(),
+                };
+                queue.push(row_of(t, &n, tag, None, Some(why)));
+            }
+        }
         queue.extend(self.recent.iter().cloned());
         let counts = self.store.counts().unwrap_or_default();
         let vms = match &self.compute {
@@ -1942,7 +1965,23 @@ impl Engine {
             counts,
             health: self.health(),
             peers: match &self.mesh {
-                MeshState::On(_, Some(v)) => v.peers.clone(),
+                MeshState::On(_, Some(v)) => v
+                    .peers
+                    .iter()
+                    .map(|p| {
+                        let mut p = p.clone();
+                        p.sched = self.sched.peers.get(&p.peer_id).map(|h| mesh::PeerSched {
+                            name: h.name.clone(),
+                            capabilities: h.capabilities.clone(),
+                            running: h.running,
+                            max: h.max,
+                            queued: h.queued,
+                            last_heartbeat_ms: h.last_heard,
+                            owned: self.sched.book.owned_by(&p.peer_id).count(),
+                        });
+                        p
+                    })
+                    .collect(),
                 _ => Vec::new(),
             },
             mesh: match &self.mesh {
@@ -2106,6 +2145,14 @@ fn issue_view(i: &crate::orchestrator::store::StoredIssue) -> IssueView {
         github_issue: i.github_issue_number,
         reruns: i.reruns,
     }
+}
+
+/// A peer ID shortened for display: `12D3…` plus its last 6 characters.
+fn short_peer(p: &str) -> String {
+    if p.len() <= 12 {
+        return p.to_string();
+    }
+    format!("…{}", &p[p.len() - 6..])
 }
 
 fn is_autoscaler(kind: CommandKind) -> bool {
