@@ -25,6 +25,8 @@
 //! - `remote_start_p50_ms`, `remote_start_p99_ms`, `remote_start_max_ms`: submit call
 //!   started .. the task's logged start, for tasks whose owner is not node 1; the same for
 //!   node 1's own tasks (`local_start_*`) for comparison;
+//! - `remote_first_start_min_ms`, `remote_first_start_max_ms`: over the remote peers, the
+//!   earliest start on each (dispatch latency without the queue behind it);
 //! - tasks per owner.
 //!
 //! The process exits with status 1 if the workflow does not complete with every task
@@ -254,6 +256,8 @@ async fn main() {
         .collect();
     let mut per_owner: BTreeMap<String, usize> = BTreeMap::new();
     let (mut remote, mut local) = (Vec::new(), Vec::new());
+    // Earliest start on each remote peer: dispatch latency without the queueing behind it.
+    let mut first_remote: BTreeMap<String, f64> = BTreeMap::new();
     let mut unlogged = 0;
     for t in status["tasks"].as_array().expect("tasks") {
         let owner = t["owner"].as_str().unwrap_or("");
@@ -274,6 +278,8 @@ async fn main() {
             local.push(ms);
         } else {
             remote.push(ms);
+            let f = first_remote.entry(owner.to_string()).or_insert(ms);
+            *f = f.min(ms);
         }
     }
     remote.sort_by(f64::total_cmp);
@@ -293,6 +299,14 @@ async fn main() {
         pct(&remote, 50.0),
         pct(&remote, 99.0),
         remote.last().copied().unwrap_or(f64::NAN)
+    );
+    let mut firsts: Vec<f64> = first_remote.into_values().collect();
+    firsts.sort_by(f64::total_cmp);
+    println!(
+        "FIGURE mesh_dispatch remote_peers={} remote_first_start_min_ms={:.1} remote_first_start_max_ms={:.1}",
+        firsts.len(),
+        firsts.first().copied().unwrap_or(f64::NAN),
+        firsts.last().copied().unwrap_or(f64::NAN)
     );
     println!(
         "FIGURE mesh_dispatch local_tasks={} local_start_p50_ms={:.1} local_start_p99_ms={:.1}",
