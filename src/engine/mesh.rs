@@ -138,7 +138,8 @@ pub async fn start(
     nc.mdns = cfg.mdns;
     nc.agent_suffix = Some(node_name.to_string());
     nc.clock = clock.clone();
-    nc.validator = cache_share::gossip_validator(envelope_validator());
+    nc.validator =
+        super::meshsched::gossip_validator(cache_share::gossip_validator(envelope_validator()));
     let (router, inbound) = Router::start(RouterConfig::default(), clock.clone());
     nc.inbound_requests = Some(inbound);
     match &psk {

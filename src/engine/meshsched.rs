@@ -295,6 +295,36 @@ pub(super) fn attach(
     out_tx
 }
 
+/// The gossip validator for [`TOPIC`]: a message must decode as an envelope whose body is a
+/// valid scheduler message ([`mesh::Msg::decode`]) signed by the clock's owner; anything else
+/// is rejected before it is forwarded, which penalises the peer that sent it. Other topics go
+/// to `other`.
+pub fn gossip_validator(other: crate::p2p::Validator) -> crate::p2p::Validator {
+    std::sync::Arc::new(move |m: &crate::p2p::GossipMessage<'_>| {
+        if m.topic != TOPIC {
+            return other(m);
+        }
+        let verdict = Envelope::decode(m.data)
+            .map_err(|e| e.to_string())
+            .and_then(|e| mesh::Msg::decode(&e.kind, &e.body))
+            .and_then(|msg| match (msg.clock(), m.from) {
+                (Some(c), Some(from)) if c.node() != from.to_string() => Err(format!(
+                    "clock of {} in a message signed by {from}",
+                    c.node()
+                )),
+                (_, None) => Err("unsigned message".into()),
+                _ => Ok(()),
+            });
+        match verdict {
+            Ok(()) => crate::p2p::Validation::Accept,
+            Err(why) => {
+                debug!(via = %m.via, "rejecting a scheduler message: {why}");
+                crate::p2p::Validation::Reject
+            }
+        }
+    })
+}
+
 fn info_of(t: &TaskRow) -> TaskInfo {
     TaskInfo {
         requires: t.spec.requires.clone(),
@@ -345,6 +375,33 @@ impl Engine {
         }
         self.mesh_requeue_mine();
         info!(peer_id = %me, heartbeat = ?self.sched.beat, "mesh scheduler on");
+    }
+
+    /// The mesh did not start: mesh workflows read back from the store run here, as local
+    /// ones (nobody else can take them).
+    pub(super) fn mesh_fallback_local(&mut self) {
+        let now = self.clock.now_ms();
+        let mut n = 0;
+        for t in self.tasks.values() {
+            if t.state == TaskState::Queued
+                && !self.queue.contains(&t.id)
+                && !self.parked.contains_key(&t.id)
+            {
+                let _ = self
+                    .queue
+                    .push(&t.id, t.priority, t.enqueued_at, t.seq, now);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            info!(
+                tasks = n,
+                "the mesh is off: mesh tasks read back from the store run on this node"
+            );
+        }
+        self.sched.origins.clear();
+        self.dispatch();
+        self.dirty = true;
     }
 
     /// Queue every queued mesh task this node owns that is not queued yet; drop the ones it
@@ -604,7 +661,8 @@ impl Engine {
             capabilities: self.hardware.capabilities.clone(),
             running: self.running.len(),
             queued: self.queue.len(),
-            max: self.opts.max_concurrent_tasks,
+            // This node always queues what it can run, even while paused (max 0).
+            max: self.opts.max_concurrent_tasks.max(1),
             rtt_ms: Some(0.0),
             local: true,
         }];
@@ -1337,5 +1395,67 @@ impl Engine {
                 .send(KIND_CLAIM, &ClaimBatch { claims, clock }, now);
         }
         moves
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::p2p::{GossipMessage, Validation};
+
+    fn verdict(data: &[u8], from: PeerId) -> Validation {
+        let v = gossip_validator(crate::p2p::envelope_validator());
+        v(&GossipMessage {
+            topic: TOPIC,
+            from: Some(from),
+            via: from,
+            data,
+        })
+    }
+
+    #[test]
+    fn validator_rejects_garbage_forged_clocks_and_accepts_heartbeats() {
+        let me = PeerId::random();
+        let hb = |owner: String| {
+            Envelope::new(
+                KIND_HEARTBEAT,
+                1,
+                &Heartbeat {
+                    name: "n".into(),
+                    capabilities: vec![],
+                    running: 0,
+                    max: 2,
+                    queued: 0,
+                    clock: MerkleClock::new(owner),
+                },
+            )
+            .unwrap()
+            .encode()
+            .unwrap()
+        };
+        assert_eq!(verdict(&hb(me.to_string()), me), Validation::Accept);
+        // Someone else's clock: a forgery.
+        assert_eq!(
+            verdict(&hb(PeerId::random().to_string()), me),
+            Validation::Reject
+        );
+        assert_eq!(verdict(b"\x01{not json", me), Validation::Reject);
+        // A valid envelope whose body is not a scheduler message.
+        let e = Envelope::new(KIND_CLAIM, 1, &serde_json::json!({"claims": "all of them"}))
+            .unwrap()
+            .encode()
+            .unwrap();
+        assert_eq!(verdict(&e, me), Validation::Reject);
+    }
+
+    #[test]
+    fn heartbeat_interval_follows_the_timeout() {
+        let mut c = crate::config::P2pConfig::default();
+        c.heartbeat_timeout = Duration::from_secs(120);
+        assert_eq!(MeshSched::new(&c).beat, Duration::from_secs(5));
+        c.heartbeat_timeout = Duration::from_secs(4);
+        assert_eq!(MeshSched::new(&c).beat, Duration::from_secs(1));
+        c.heartbeat_timeout = Duration::from_millis(400);
+        assert_eq!(MeshSched::new(&c).beat, Duration::from_millis(250));
     }
 }
