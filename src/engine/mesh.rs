@@ -136,6 +136,7 @@ pub async fn start(
         .collect::<Result<_, _>>()?;
     nc.psk = psk;
     nc.mdns = cfg.mdns;
+    nc.discovery_interval = cfg.peer_discovery_interval;
     nc.agent_suffix = Some(node_name.to_string());
     nc.clock = clock.clone();
     nc.validator =

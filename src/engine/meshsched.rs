@@ -817,6 +817,8 @@ impl Engine {
         }
         // Merge the clock only for causally ready events; otherwise pull a sync.
         let mut needs_sync = false;
+        // A claim can be judged a lie only if this node had seen everything its sender had.
+        let mut judged = true;
         if let Some(c) = msg.clock() {
             if c.node() != sender {
                 self.mesh_report(
@@ -833,6 +835,7 @@ impl Engine {
                         self.sched.clock_dirty = true;
                     } else if mesh::behind(&self.sched.clock, c) {
                         needs_sync = true;
+                        judged = false;
                     }
                 }
             }
@@ -861,7 +864,7 @@ impl Engine {
             mesh::Msg::Announce(a) => self.mesh_on_announce(&sender, a, now),
             mesh::Msg::Claim(b) => {
                 for c in b.claims {
-                    self.mesh_on_claim(from, &sender, c, now);
+                    self.mesh_on_claim(from, &sender, c, now, judged);
                 }
             }
             mesh::Msg::Start(s) => {
@@ -928,7 +931,7 @@ impl Engine {
         self.mesh_store_workflow(&a.workflow, now);
         for c in a.assign {
             if let Ok(p) = sender.parse() {
-                self.mesh_on_claim(p, sender, c, now);
+                self.mesh_on_claim(p, sender, c, now, false);
             }
         }
         self.mesh_touch(&a.workflow.id, now);
@@ -971,7 +974,10 @@ impl Engine {
         }
     }
 
-    fn mesh_on_claim(&mut self, from: PeerId, sender: &str, c: Claim, now: Millis) {
+    /// Apply a claim from `sender`. `judged`: this node had seen every event the sender had
+    /// when it sent the claim, so a claim the rules forbid is a lie (penalised); otherwise it
+    /// may only look wrong for lack of news, and is dropped until a sync brings them.
+    fn mesh_on_claim(&mut self, from: PeerId, sender: &str, c: Claim, now: Millis, judged: bool) {
         let Some(me) = self.sched.me.clone() else {
             return;
         };
@@ -983,6 +989,10 @@ impl Engine {
         match mesh::check_claim(sender, &c, origin.as_deref(), &self.sched.book) {
             Verdict::Apply => {}
             Verdict::Ignore => return,
+            Verdict::Penalise(why) if !judged => {
+                debug!(peer = %sender, "claim dropped until a sync: {why}");
+                return;
+            }
             Verdict::Penalise(why) => {
                 warn!(peer = %sender, "invalid claim (peer penalised): {why}");
                 self.mesh_report(from, why);
