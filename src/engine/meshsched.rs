@@ -723,13 +723,20 @@ impl Engine {
                 debug!(peer = %from, "sync failed: {why}");
             }
             SchedIn::Serve(reply) => {
-                let workflows = self
-                    .store
-                    .mesh_export(mesh::MAX_SYNC_WORKFLOWS)
-                    .unwrap_or_else(|e| {
+                // Unfinished workflows first, then the newest finished; halve until the
+                // answer fits a response (4 MiB).
+                let mut limit = mesh::MAX_SYNC_WORKFLOWS;
+                let workflows = loop {
+                    let w = self.store.mesh_export(limit).unwrap_or_else(|e| {
                         warn!("cannot export mesh state: {e}");
                         vec![]
                     });
+                    let size = serde_json::to_vec(&w).map(|v| v.len()).unwrap_or(usize::MAX);
+                    if size < crate::p2p::protocol::MAX_RESPONSE_BYTES - 64 * 1024 || limit <= 1 {
+                        break w;
+                    }
+                    limit /= 2;
+                };
                 let _ = reply.send(SyncAnswer {
                     workflows,
                     clock: self.sched.clock.clone(),
