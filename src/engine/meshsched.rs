@@ -373,14 +373,60 @@ impl Engine {
             // have been taken over meanwhile.
             self.sched.catch_up_until = now + CATCH_UP;
         }
+        self.mesh_requeue_interrupted(&me);
         self.mesh_requeue_mine();
         info!(peer_id = %me, heartbeat = ?self.sched.beat, "mesh scheduler on");
+    }
+
+    /// Mesh tasks this node was running when it stopped (`running` in the store, owned by
+    /// `me`, not running now) go back to the queue, marked retried.
+    fn mesh_requeue_interrupted(&mut self, me: &str) {
+        let ids: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                t.state == TaskState::Running
+                    && !self.running.contains_key(&t.id)
+                    && (t.owner.as_deref() == Some(me) || self.sched.book.owner(&t.id) == Some(me))
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        for id in &ids {
+            if let Err(e) = self.store.mark_requeued(id) {
+                warn!(task = %id, "interrupted mesh task not re-queued in the store: {e}");
+            }
+            if let Some(t) = self.tasks.get_mut(id) {
+                t.state = TaskState::Queued;
+                t.started_at = None;
+                t.retried += 1;
+            }
+        }
+        if !ids.is_empty() {
+            warn!(
+                tasks = ids.len(),
+                "mesh tasks this node ran when it stopped are queued again (marked retried)"
+            );
+        }
     }
 
     /// The mesh did not start: mesh workflows read back from the store run here, as local
     /// ones (nobody else can take them).
     pub(super) fn mesh_fallback_local(&mut self) {
         let now = self.clock.now_ms();
+        let interrupted: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| t.state == TaskState::Running && !self.running.contains_key(&t.id))
+            .map(|t| t.id.clone())
+            .collect();
+        for id in interrupted {
+            let _ = self.store.mark_requeued(&id);
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.state = TaskState::Queued;
+                t.started_at = None;
+                t.retried += 1;
+            }
+        }
         let mut n = 0;
         for t in self.tasks.values() {
             if t.state == TaskState::Queued
@@ -731,7 +777,9 @@ impl Engine {
                         warn!("cannot export mesh state: {e}");
                         vec![]
                     });
-                    let size = serde_json::to_vec(&w).map(|v| v.len()).unwrap_or(usize::MAX);
+                    let size = serde_json::to_vec(&w)
+                        .map(|v| v.len())
+                        .unwrap_or(usize::MAX);
                     if size < crate::p2p::protocol::MAX_RESPONSE_BYTES - 64 * 1024 || limit <= 1 {
                         break w;
                     }
