@@ -520,6 +520,7 @@ impl Engine {
                                 if self.opts.p2p.enabled {
                                     warn!("P2P node not started: {why}");
                                 }
+                                self.mesh_fallback_local();
                                 MeshState::Off(why)
                             }
                         };
