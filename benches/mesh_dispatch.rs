@@ -22,6 +22,7 @@
 //! Figures (lines starting `FIGURE mesh_dispatch`):
 //! - `tasks_per_s`: tasks / (submit call started .. node 1 reports the workflow completed,
 //!   polled every 20 ms);
+//! - `submit_call_ms`: how long the submit_p2p_workflow call itself took;
 //! - `remote_start_p50_ms`, `remote_start_p99_ms`, `remote_start_max_ms`: submit call
 //!   started .. the task's logged start, for tasks whose owner is not node 1; the same for
 //!   node 1's own tasks (`local_start_*`) for comparison;
@@ -166,8 +167,14 @@ fn tasks(n: u64, log: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Submit on node 1 and wait for the end; the final status and the wall time from the submit.
-async fn run(node1: &Client, name: &str, tasks: Vec<Value>, timeout: Duration) -> (Value, i128) {
+/// Submit on node 1 and wait for the end: the final status, when the submit call started
+/// (unix ns) and how long the call took.
+async fn run(
+    node1: &Client,
+    name: &str,
+    tasks: Vec<Value>,
+    timeout: Duration,
+) -> (Value, i128, Duration) {
     let t0 = Instant::now();
     let submit_ns = unix_ns();
     let sub = ok(
@@ -176,6 +183,7 @@ async fn run(node1: &Client, name: &str, tasks: Vec<Value>, timeout: Duration) -
         json!({"name": name, "tag": "p2p-eligible", "tasks": tasks}),
     )
     .await;
+    let submit_took = t0.elapsed();
     let wf = sub["workflow_id"].as_str().unwrap().to_string();
     loop {
         let s = ok(node1, "get_workflow_status", json!({"workflow_id": wf})).await;
@@ -184,7 +192,7 @@ async fn run(node1: &Client, name: &str, tasks: Vec<Value>, timeout: Duration) -
                 eprintln!("workflow {name} ended {}: {s:#}", s["status"]);
                 std::process::exit(1);
             }
-            return (s, submit_ns);
+            return (s, submit_ns, submit_took);
         }
         if t0.elapsed() > timeout {
             eprintln!("workflow {name} not done after {timeout:?}: {s:#}");
@@ -237,7 +245,7 @@ async fn main() {
     .await;
 
     let log = root.path().join("started.log");
-    let (status, submit_ns) =
+    let (status, submit_ns, submit_took) =
         run(&nodes[0].client, "dispatch", tasks(n_tasks, &log), timeout).await;
     let wall_s = (unix_ns() - submit_ns) as f64 / 1e9;
 
@@ -292,6 +300,10 @@ async fn main() {
     println!(
         "FIGURE mesh_dispatch nodes={n_nodes} tasks={n_tasks} wall_s={wall_s:.3} tasks_per_s={:.1}",
         n_tasks as f64 / wall_s
+    );
+    println!(
+        "FIGURE mesh_dispatch submit_call_ms={:.1}",
+        submit_took.as_secs_f64() * 1000.0
     );
     println!(
         "FIGURE mesh_dispatch remote_tasks={} remote_start_p50_ms={:.1} remote_start_p99_ms={:.1} remote_start_max_ms={:.1}",
