@@ -1580,8 +1580,10 @@ mod tests {
 
     #[test]
     fn heartbeat_interval_follows_the_timeout() {
-        let mut c = crate::config::P2pConfig::default();
-        c.heartbeat_timeout = Duration::from_secs(120);
+        let mut c = crate::config::P2pConfig {
+            heartbeat_timeout: Duration::from_secs(120),
+            ..Default::default()
+        };
         assert_eq!(MeshSched::new(&c).beat, Duration::from_secs(5));
         c.heartbeat_timeout = Duration::from_secs(4);
         assert_eq!(MeshSched::new(&c).beat, Duration::from_secs(1));

@@ -1292,7 +1292,7 @@ impl Engine {
                 self.hardware = hardware::detect(&self.opts.capabilities);
                 Ok(Reply::Hardware(self.hardware.clone()))
             }
-            Command::GetP2pNetworkStatus => Ok(Reply::P2p(self.p2p_status())),
+            Command::GetP2pNetworkStatus => Ok(Reply::P2p(Box::new(self.p2p_status()))),
             Command::ListOrchestratorIssues { status, repo } => {
                 use crate::orchestrator::store::{IssueFilter, IssueStatus, IssueStore};
                 let status = match status.as_deref() {
