@@ -864,6 +864,18 @@ impl ConfigBuilder {
         if c.scheduler.boost_interval < Duration::from_millis(10) {
             return Err(self.invalid("scheduler.boost_interval", "must be at least 10ms"));
         }
+        if c.p2p.heartbeat_timeout < Duration::from_millis(500) {
+            return Err(self.invalid(
+                "p2p.heartbeat_timeout",
+                "must be at least 500ms (heartbeats go out every timeout/4, at least every 250ms)",
+            ));
+        }
+        if c.p2p.merkle_sync_interval < Duration::from_secs(1) {
+            return Err(self.invalid("p2p.merkle_sync_interval", "must be at least 1s"));
+        }
+        if c.p2p.peer_discovery_interval < Duration::from_secs(1) {
+            return Err(self.invalid("p2p.peer_discovery_interval", "must be at least 1s"));
+        }
         if c.scheduler.max_concurrent_tasks > 4096 {
             return Err(self.invalid("scheduler.max_concurrent_tasks", "must be at most 4096"));
         }
@@ -1026,6 +1038,27 @@ mod tests {
             Origin::Env("FLOTILLA_MAX_CONCURRENT_TASKS".into())
         );
         assert!(matches!(o["p2p.heartbeat_timeout"], Origin::Flag(_)));
+    }
+
+    #[test]
+    fn mesh_timings_too_short_are_refused_naming_the_key() {
+        let err = ConfigBuilder::new()
+            .set("p2p.heartbeat_timeout=100ms")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("p2p.heartbeat_timeout") && err.contains("500ms"),
+            "{err}"
+        );
+        let err = ConfigBuilder::new()
+            .set("p2p.merkle_sync_interval=0s")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("p2p.merkle_sync_interval"), "{err}");
     }
 
     #[test]

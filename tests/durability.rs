@@ -22,6 +22,8 @@ fn opts(dir: &std::path::Path, max: usize) -> EngineOptions {
     c.general.data_dir = dir.to_path_buf();
     c.scheduler.max_concurrent_tasks = max;
     c.scheduler.kill_grace = Duration::from_millis(200);
+    // The local queue is under test: no node on the default port 9100.
+    c.p2p.enabled = false;
     EngineOptions::from_config(&c)
 }
 

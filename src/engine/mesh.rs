@@ -136,9 +136,11 @@ pub async fn start(
         .collect::<Result<_, _>>()?;
     nc.psk = psk;
     nc.mdns = cfg.mdns;
+    nc.discovery_interval = cfg.peer_discovery_interval;
     nc.agent_suffix = Some(node_name.to_string());
     nc.clock = clock.clone();
-    nc.validator = cache_share::gossip_validator(envelope_validator());
+    nc.validator =
+        super::meshsched::gossip_validator(cache_share::gossip_validator(envelope_validator()));
     let (router, inbound) = Router::start(RouterConfig::default(), clock.clone());
     nc.inbound_requests = Some(inbound);
     match &psk {

@@ -70,6 +70,8 @@ pub enum SchedIn {
     SyncFailed(PeerId, String),
     /// A peer asks for our state.
     Serve(oneshot::Sender<SyncAnswer>),
+    /// A peer asks for a task's output.
+    ServeOutput(String, oneshot::Sender<mesh::OutputAnswer>),
     /// A peer connected (catch up with it).
     PeerUp(PeerId),
     /// A peer sent something invalid on the scheduler topic (already penalised).
@@ -292,7 +294,69 @@ pub(super) fn attach(
             warn!("scheduler sync not served: {e}");
         }
     }
+    // Output requests: the engine reads the store.
+    {
+        let handler: crate::p2p::router::Handler =
+            std::sync::Arc::new(move |_peer, req: Envelope| {
+                let engine = engine.clone();
+                Box::pin(async move {
+                    let now = req.sent_ms;
+                    let err = |code: &str, message: String| Envelope {
+                        kind: crate::p2p::router::ERROR_KIND.into(),
+                        sent_ms: now,
+                        body: serde_json::json!({"code": code, "message": message}),
+                    };
+                    let task = match req.body_as::<mesh::OutputRequest>() {
+                        Ok(r) if !r.task.is_empty() && r.task.len() <= mesh::MAX_ID => r.task,
+                        Ok(_) => return err("malformed", "task id must be 1-128 bytes".into()),
+                        Err(e) => return err("malformed", e.to_string()),
+                    };
+                    let (tx, rx) = oneshot::channel();
+                    let _ = engine
+                        .send(Msg::Sched(SchedIn::ServeOutput(task, tx)))
+                        .await;
+                    match rx.await {
+                        Ok(a) => Envelope::new(mesh::KIND_OUTPUT, now, &a)
+                            .unwrap_or_else(|e| err("internal", e.to_string())),
+                        Err(_) => err("internal", "engine stopped".into()),
+                    }
+                })
+            });
+        if let Err(e) = svc.router.register(mesh::KIND_OUTPUT, handler) {
+            warn!("task output not served to peers: {e}");
+        }
+    }
     out_tx
+}
+
+/// The gossip validator for [`TOPIC`]: a message must decode as an envelope whose body is a
+/// valid scheduler message ([`mesh::Msg::decode`]) signed by the clock's owner; anything else
+/// is rejected before it is forwarded, which penalises the peer that sent it. Other topics go
+/// to `other`.
+pub fn gossip_validator(other: crate::p2p::Validator) -> crate::p2p::Validator {
+    std::sync::Arc::new(move |m: &crate::p2p::GossipMessage<'_>| {
+        if m.topic != TOPIC {
+            return other(m);
+        }
+        let verdict = Envelope::decode(m.data)
+            .map_err(|e| e.to_string())
+            .and_then(|e| mesh::Msg::decode(&e.kind, &e.body))
+            .and_then(|msg| match (msg.clock(), m.from) {
+                (Some(c), Some(from)) if c.node() != from.to_string() => Err(format!(
+                    "clock of {} in a message signed by {from}",
+                    c.node()
+                )),
+                (_, None) => Err("unsigned message".into()),
+                _ => Ok(()),
+            });
+        match verdict {
+            Ok(()) => crate::p2p::Validation::Accept,
+            Err(why) => {
+                debug!(via = %m.via, "rejecting a scheduler message: {why}");
+                crate::p2p::Validation::Reject
+            }
+        }
+    })
 }
 
 fn info_of(t: &TaskRow) -> TaskInfo {
@@ -343,8 +407,81 @@ impl Engine {
             // have been taken over meanwhile.
             self.sched.catch_up_until = now + CATCH_UP;
         }
+        self.mesh_requeue_interrupted(&me);
         self.mesh_requeue_mine();
         info!(peer_id = %me, heartbeat = ?self.sched.beat, "mesh scheduler on");
+    }
+
+    /// Mesh tasks this node was running when it stopped (`running` in the store, owned by
+    /// `me`, not running now) go back to the queue, marked retried.
+    fn mesh_requeue_interrupted(&mut self, me: &str) {
+        let ids: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                t.state == TaskState::Running
+                    && !self.running.contains_key(&t.id)
+                    && (t.owner.as_deref() == Some(me) || self.sched.book.owner(&t.id) == Some(me))
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        for id in &ids {
+            if let Err(e) = self.store.mark_requeued(id) {
+                warn!(task = %id, "interrupted mesh task not re-queued in the store: {e}");
+            }
+            if let Some(t) = self.tasks.get_mut(id) {
+                t.state = TaskState::Queued;
+                t.started_at = None;
+                t.retried += 1;
+            }
+        }
+        if !ids.is_empty() {
+            warn!(
+                tasks = ids.len(),
+                "mesh tasks this node ran when it stopped are queued again (marked retried)"
+            );
+        }
+    }
+
+    /// The mesh did not start: mesh workflows read back from the store run here, as local
+    /// ones (nobody else can take them).
+    pub(super) fn mesh_fallback_local(&mut self) {
+        let now = self.clock.now_ms();
+        let interrupted: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| t.state == TaskState::Running && !self.running.contains_key(&t.id))
+            .map(|t| t.id.clone())
+            .collect();
+        for id in interrupted {
+            let _ = self.store.mark_requeued(&id);
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.state = TaskState::Queued;
+                t.started_at = None;
+                t.retried += 1;
+            }
+        }
+        let mut n = 0;
+        for t in self.tasks.values() {
+            if t.state == TaskState::Queued
+                && !self.queue.contains(&t.id)
+                && !self.parked.contains_key(&t.id)
+            {
+                let _ = self
+                    .queue
+                    .push(&t.id, t.priority, t.enqueued_at, t.seq, now);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            info!(
+                tasks = n,
+                "the mesh is off: mesh tasks read back from the store run on this node"
+            );
+        }
+        self.sched.origins.clear();
+        self.dispatch();
+        self.dirty = true;
     }
 
     /// Queue every queued mesh task this node owns that is not queued yet; drop the ones it
@@ -604,7 +741,8 @@ impl Engine {
             capabilities: self.hardware.capabilities.clone(),
             running: self.running.len(),
             queued: self.queue.len(),
-            max: self.opts.max_concurrent_tasks,
+            // This node always queues what it can run, even while paused (max 0).
+            max: self.opts.max_concurrent_tasks.max(1),
             rtt_ms: Some(0.0),
             local: true,
         }];
@@ -665,17 +803,40 @@ impl Engine {
                 debug!(peer = %from, "sync failed: {why}");
             }
             SchedIn::Serve(reply) => {
-                let workflows = self
-                    .store
-                    .mesh_export(mesh::MAX_SYNC_WORKFLOWS)
-                    .unwrap_or_else(|e| {
+                // Unfinished workflows first, then the newest finished; halve until the
+                // answer fits a response (4 MiB).
+                let mut limit = mesh::MAX_SYNC_WORKFLOWS;
+                let workflows = loop {
+                    let w = self.store.mesh_export(limit).unwrap_or_else(|e| {
                         warn!("cannot export mesh state: {e}");
                         vec![]
                     });
+                    let size = serde_json::to_vec(&w)
+                        .map(|v| v.len())
+                        .unwrap_or(usize::MAX);
+                    if size < crate::p2p::protocol::MAX_RESPONSE_BYTES - 64 * 1024 || limit <= 1 {
+                        break w;
+                    }
+                    limit /= 2;
+                };
                 let _ = reply.send(SyncAnswer {
                     workflows,
                     clock: self.sched.clock.clone(),
                 });
+            }
+            SchedIn::ServeOutput(task, reply) => {
+                let (output, truncated) = self
+                    .store
+                    .task_output(&task)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let _ = reply.send(mesh::OutputAnswer {
+                    task,
+                    output,
+                    truncated,
+                });
+                return;
             }
             SchedIn::PeerUp(peer) => self.mesh_sync_with(peer, now, true),
             SchedIn::Invalid(from, why) => {
@@ -684,6 +845,23 @@ impl Engine {
         }
         self.dispatch();
         self.dirty = true;
+    }
+
+    /// The peer to ask for a task's output: the mesh task ran (or runs) on another peer.
+    pub(super) fn mesh_output_peer(&self, task_id: &str) -> Option<(PeerId, NodeHandle)> {
+        let me = self.sched.me.as_deref()?;
+        let node = self.sched.node.clone()?;
+        let t = self.store.task(task_id).ok()??;
+        if !self.sched.is_mesh(&t.workflow_id)
+            && self.store.mesh_origin(&t.workflow_id).ok()?.is_none()
+        {
+            return None;
+        }
+        let owner = t.owner?;
+        if owner == me || t.state == TaskState::Queued {
+            return None;
+        }
+        Some((owner.parse().ok()?, node))
     }
 
     fn mesh_report(&self, peer: PeerId, why: String) {
@@ -759,6 +937,8 @@ impl Engine {
         }
         // Merge the clock only for causally ready events; otherwise pull a sync.
         let mut needs_sync = false;
+        // A claim can be judged a lie only if this node had seen everything its sender had.
+        let mut judged = true;
         if let Some(c) = msg.clock() {
             if c.node() != sender {
                 self.mesh_report(
@@ -775,6 +955,7 @@ impl Engine {
                         self.sched.clock_dirty = true;
                     } else if mesh::behind(&self.sched.clock, c) {
                         needs_sync = true;
+                        judged = false;
                     }
                 }
             }
@@ -803,7 +984,7 @@ impl Engine {
             mesh::Msg::Announce(a) => self.mesh_on_announce(&sender, a, now),
             mesh::Msg::Claim(b) => {
                 for c in b.claims {
-                    self.mesh_on_claim(from, &sender, c, now);
+                    self.mesh_on_claim(from, &sender, c, now, judged);
                 }
             }
             mesh::Msg::Start(s) => {
@@ -870,7 +1051,7 @@ impl Engine {
         self.mesh_store_workflow(&a.workflow, now);
         for c in a.assign {
             if let Ok(p) = sender.parse() {
-                self.mesh_on_claim(p, sender, c, now);
+                self.mesh_on_claim(p, sender, c, now, false);
             }
         }
         self.mesh_touch(&a.workflow.id, now);
@@ -913,7 +1094,10 @@ impl Engine {
         }
     }
 
-    fn mesh_on_claim(&mut self, from: PeerId, sender: &str, c: Claim, now: Millis) {
+    /// Apply a claim from `sender`. `judged`: this node had seen every event the sender had
+    /// when it sent the claim, so a claim the rules forbid is a lie (penalised); otherwise it
+    /// may only look wrong for lack of news, and is dropped until a sync brings them.
+    fn mesh_on_claim(&mut self, from: PeerId, sender: &str, c: Claim, now: Millis, judged: bool) {
         let Some(me) = self.sched.me.clone() else {
             return;
         };
@@ -925,6 +1109,10 @@ impl Engine {
         match mesh::check_claim(sender, &c, origin.as_deref(), &self.sched.book) {
             Verdict::Apply => {}
             Verdict::Ignore => return,
+            Verdict::Penalise(why) if !judged => {
+                debug!(peer = %sender, "claim dropped until a sync: {why}");
+                return;
+            }
             Verdict::Penalise(why) => {
                 warn!(peer = %sender, "invalid claim (peer penalised): {why}");
                 self.mesh_report(from, why);
@@ -1337,5 +1525,67 @@ impl Engine {
                 .send(KIND_CLAIM, &ClaimBatch { claims, clock }, now);
         }
         moves
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::p2p::{GossipMessage, Validation};
+
+    fn verdict(data: &[u8], from: PeerId) -> Validation {
+        let v = gossip_validator(crate::p2p::envelope_validator());
+        v(&GossipMessage {
+            topic: TOPIC,
+            from: Some(from),
+            via: from,
+            data,
+        })
+    }
+
+    #[test]
+    fn validator_rejects_garbage_forged_clocks_and_accepts_heartbeats() {
+        let me = PeerId::random();
+        let hb = |owner: String| {
+            Envelope::new(
+                KIND_HEARTBEAT,
+                1,
+                &Heartbeat {
+                    name: "n".into(),
+                    capabilities: vec![],
+                    running: 0,
+                    max: 2,
+                    queued: 0,
+                    clock: MerkleClock::new(owner),
+                },
+            )
+            .unwrap()
+            .encode()
+            .unwrap()
+        };
+        assert_eq!(verdict(&hb(me.to_string()), me), Validation::Accept);
+        // Someone else's clock: a forgery.
+        assert_eq!(
+            verdict(&hb(PeerId::random().to_string()), me),
+            Validation::Reject
+        );
+        assert_eq!(verdict(b"\x01{not json", me), Validation::Reject);
+        // A valid envelope whose body is not a scheduler message.
+        let e = Envelope::new(KIND_CLAIM, 1, &serde_json::json!({"claims": "all of them"}))
+            .unwrap()
+            .encode()
+            .unwrap();
+        assert_eq!(verdict(&e, me), Validation::Reject);
+    }
+
+    #[test]
+    fn heartbeat_interval_follows_the_timeout() {
+        let mut c = crate::config::P2pConfig::default();
+        c.heartbeat_timeout = Duration::from_secs(120);
+        assert_eq!(MeshSched::new(&c).beat, Duration::from_secs(5));
+        c.heartbeat_timeout = Duration::from_secs(4);
+        assert_eq!(MeshSched::new(&c).beat, Duration::from_secs(1));
+        c.heartbeat_timeout = Duration::from_millis(400);
+        assert_eq!(MeshSched::new(&c).beat, Duration::from_millis(250));
     }
 }

@@ -344,12 +344,14 @@ impl Store {
     }
 
     /// Tasks that were running when the engine last stopped become queued again, with
-    /// `retried` incremented. Returns how many.
+    /// `retried` incremented. Returns how many. Mesh tasks are left to the mesh scheduler: a
+    /// `running` one may be running on another peer.
     pub fn requeue_interrupted(&mut self) -> Result<usize> {
         self.conn
             .execute(
                 "UPDATE tasks SET state = 'queued', retried = retried + 1, started_at = NULL, \
-                 owner = NULL WHERE state = 'running'",
+                 owner = NULL WHERE state = 'running' AND workflow_id NOT IN \
+                 (SELECT workflow_id FROM mesh_workflows)",
                 [],
             )
             .map_err(classify("re-queueing interrupted tasks"))
