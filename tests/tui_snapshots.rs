@@ -7,6 +7,7 @@ use ratatui::backend::TestBackend;
 
 use flotilla::engine::Policy;
 use flotilla::engine::command::TaskOutput;
+use flotilla::engine::mesh::PeerSched;
 use flotilla::engine::snapshot::{NodeView, QueueRow, Snapshot, VmFeed, VmRow};
 use flotilla::sched::workflow::{TaskState, WorkflowTag};
 use flotilla::tui::app::{Action, Done, UiState, update};
@@ -145,7 +146,15 @@ fn snapshot(read_only: bool) -> Snapshot {
             last_seen_ms: NOW - 2_000,
             score: Some(0.0),
             banned: false,
-            sched: None,
+            sched: Some(PeerSched {
+                name: "gpu-02".into(),
+                capabilities: vec!["linux".into(), "x64".into(), "cuda".into()],
+                running: 1,
+                max: 4,
+                queued: 3,
+                last_heartbeat_ms: NOW - 3_000,
+                owned: 2,
+            }),
         },
         flotilla::engine::mesh::PeerRow {
             peer_id: "12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq".into(),
@@ -156,6 +165,17 @@ fn snapshot(read_only: bool) -> Snapshot {
             last_seen_ms: NOW - 600_000,
             score: None,
             banned: false,
+            sched: None,
+        },
+        flotilla::engine::mesh::PeerRow {
+            peer_id: "12D3KooWGzh4Sx3hK9PaBLx1Hq5TnCZs8mG1xqVZP7sQeR4vAbCd".into(),
+            addrs: vec!["/ip4/203.0.113.4/udp/9100/quic-v1".into()],
+            agent: Some("rust-libp2p/0.54.1".into()),
+            rtt_ms: None,
+            connected: false,
+            last_seen_ms: NOW - 90_000,
+            score: Some(-30.0),
+            banned: true,
             sched: None,
         },
     ];
@@ -395,4 +415,53 @@ fn runners_pane_with_runners() {
         "runners_confirm_remove_120x40",
         draw(&mut u, &snap, 120, 40)
     );
+}
+
+/// The mesh at work: tasks this node holds by its peer ID, a task another peer holds, one
+/// queued on another peer; the Peers pane focused with its cursor on a peer.
+#[test]
+fn mesh_peers_and_queue_owners() {
+    let mut snap = snapshot(false);
+    let me = snap.node.peer_id.clone().unwrap();
+    let gpu = snap.peers[0].peer_id.clone();
+    // The two running tasks: one local (node name), one a mesh task (this node's peer ID).
+    snap.queue[1].owner = Some(me);
+    let mut remote = row("wf-01jd8d", "render", 0, TaskState::Running, 100, 100.0, 40);
+    remote.owner = Some(gpu.clone());
+    let mut elsewhere = row("wf-01jd8d", "render", 1, TaskState::Queued, 100, 100.0, 40);
+    elsewhere.owner = Some(gpu);
+    elsewhere.waiting_for = Some("a slot on peer …w3UERE".into());
+    snap.queue.insert(2, remote);
+    snap.queue.insert(3, elsewhere);
+    for (w, h) in [(120u16, 40u16), (80, 24)] {
+        let mut u = ui(false);
+        insta::assert_snapshot!(format!("mesh_overview_{w}x{h}"), draw(&mut u, &snap, w, h));
+        let mut u = ui(false);
+        u.focus = Pane::Queue;
+        u.zoom = true;
+        insta::assert_snapshot!(format!("mesh_queue_{w}x{h}"), draw(&mut u, &snap, w, h));
+        let mut u = ui(false);
+        u.focus = Pane::Peers;
+        u.zoom = true;
+        press(&mut u, &snap, KeyCode::Down, KeyModifiers::NONE);
+        insta::assert_snapshot!(format!("mesh_peers_{w}x{h}"), draw(&mut u, &snap, w, h));
+        let mut u = ui(false);
+        press(&mut u, &snap, KeyCode::Char('1'), KeyModifiers::NONE);
+        press(&mut u, &snap, KeyCode::Char('b'), KeyModifiers::NONE);
+        insta::assert_snapshot!(
+            format!("peers_confirm_ban_{w}x{h}"),
+            draw(&mut u, &snap, w, h)
+        );
+    }
+    // Help on the Peers pane lists its actions, the destructive ones marked.
+    let mut u = ui(false);
+    u.focus = Pane::Peers;
+    press(&mut u, &snap, KeyCode::Char('?'), KeyModifiers::SHIFT);
+    insta::assert_snapshot!("help_peers_120x40", draw(&mut u, &snap, 120, 40));
+    // A peers pane zoomed on a terminal narrower than 60 columns: compact states, and the
+    // least important columns dropped.
+    let mut u = ui(false);
+    u.focus = Pane::Peers;
+    u.zoom = true;
+    insta::assert_snapshot!("mesh_peers_50x12", draw(&mut u, &snap, 50, 12));
 }

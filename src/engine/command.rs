@@ -960,7 +960,7 @@ pub enum Reply {
     /// See [`GhCacheStats`].
     GhCache(GhCacheStats),
     /// See [`P2pStatus`].
-    P2p(P2pStatus),
+    P2p(Box<P2pStatus>),
     /// See [`IssueList`].
     Issues(IssueList),
     /// See [`IssueEvidence`].

@@ -70,6 +70,8 @@ pub enum SchedIn {
     SyncFailed(PeerId, String),
     /// A peer asks for our state.
     Serve(oneshot::Sender<SyncAnswer>),
+    /// A peer asks for a task's output.
+    ServeOutput(String, oneshot::Sender<mesh::OutputAnswer>),
     /// A peer connected (catch up with it).
     PeerUp(PeerId),
     /// A peer sent something invalid on the scheduler topic (already penalised).
@@ -290,6 +292,38 @@ pub(super) fn attach(
         );
         if let Err(e) = svc.router.register(KIND_SYNC, handler) {
             warn!("scheduler sync not served: {e}");
+        }
+    }
+    // Output requests: the engine reads the store.
+    {
+        let handler: crate::p2p::router::Handler =
+            std::sync::Arc::new(move |_peer, req: Envelope| {
+                let engine = engine.clone();
+                Box::pin(async move {
+                    let now = req.sent_ms;
+                    let err = |code: &str, message: String| Envelope {
+                        kind: crate::p2p::router::ERROR_KIND.into(),
+                        sent_ms: now,
+                        body: serde_json::json!({"code": code, "message": message}),
+                    };
+                    let task = match req.body_as::<mesh::OutputRequest>() {
+                        Ok(r) if !r.task.is_empty() && r.task.len() <= mesh::MAX_ID => r.task,
+                        Ok(_) => return err("malformed", "task id must be 1-128 bytes".into()),
+                        Err(e) => return err("malformed", e.to_string()),
+                    };
+                    let (tx, rx) = oneshot::channel();
+                    let _ = engine
+                        .send(Msg::Sched(SchedIn::ServeOutput(task, tx)))
+                        .await;
+                    match rx.await {
+                        Ok(a) => Envelope::new(mesh::KIND_OUTPUT, now, &a)
+                            .unwrap_or_else(|e| err("internal", e.to_string())),
+                        Err(_) => err("internal", "engine stopped".into()),
+                    }
+                })
+            });
+        if let Err(e) = svc.router.register(mesh::KIND_OUTPUT, handler) {
+            warn!("task output not served to peers: {e}");
         }
     }
     out_tx
@@ -790,6 +824,20 @@ impl Engine {
                     clock: self.sched.clock.clone(),
                 });
             }
+            SchedIn::ServeOutput(task, reply) => {
+                let (output, truncated) = self
+                    .store
+                    .task_output(&task)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let _ = reply.send(mesh::OutputAnswer {
+                    task,
+                    output,
+                    truncated,
+                });
+                return;
+            }
             SchedIn::PeerUp(peer) => self.mesh_sync_with(peer, now, true),
             SchedIn::Invalid(from, why) => {
                 warn!(peer = %from, "invalid scheduler message (peer penalised): {why}");
@@ -797,6 +845,23 @@ impl Engine {
         }
         self.dispatch();
         self.dirty = true;
+    }
+
+    /// The peer to ask for a task's output: the mesh task ran (or runs) on another peer.
+    pub(super) fn mesh_output_peer(&self, task_id: &str) -> Option<(PeerId, NodeHandle)> {
+        let me = self.sched.me.as_deref()?;
+        let node = self.sched.node.clone()?;
+        let t = self.store.task(task_id).ok()??;
+        if !self.sched.is_mesh(&t.workflow_id)
+            && self.store.mesh_origin(&t.workflow_id).ok()?.is_none()
+        {
+            return None;
+        }
+        let owner = t.owner?;
+        if owner == me || t.state == TaskState::Queued {
+            return None;
+        }
+        Some((owner.parse().ok()?, node))
     }
 
     fn mesh_report(&self, peer: PeerId, why: String) {
@@ -1515,8 +1580,10 @@ mod tests {
 
     #[test]
     fn heartbeat_interval_follows_the_timeout() {
-        let mut c = crate::config::P2pConfig::default();
-        c.heartbeat_timeout = Duration::from_secs(120);
+        let mut c = crate::config::P2pConfig {
+            heartbeat_timeout: Duration::from_secs(120),
+            ..Default::default()
+        };
         assert_eq!(MeshSched::new(&c).beat, Duration::from_secs(5));
         c.heartbeat_timeout = Duration::from_secs(4);
         assert_eq!(MeshSched::new(&c).beat, Duration::from_secs(1));

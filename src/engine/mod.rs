@@ -628,6 +628,12 @@ impl Engine {
             return self.run_fix(env);
         }
         if gate.is_ok()
+            && let Command::GetTaskOutput { task_id } = &env.cmd
+            && let Some((peer, node)) = self.mesh_output_peer(task_id)
+        {
+            return self.run_remote_output(env, peer, node);
+        }
+        if gate.is_ok()
             && matches!(
                 kind,
                 CommandKind::DisconnectPeer | CommandKind::BanPeer | CommandKind::UnbanPeer
@@ -855,6 +861,62 @@ impl Engine {
     }
 
     /// GitHub commands wait on the API (and its rate-limit pacing): off the actor too.
+    /// A mesh task's output lives on the peer that ran it: ask it (on its own task).
+    fn run_remote_output(
+        &mut self,
+        env: Envelope,
+        peer: libp2p::PeerId,
+        node: crate::p2p::NodeHandle,
+    ) {
+        let Command::GetTaskOutput { task_id } = env.cmd else {
+            return;
+        };
+        let state = self.store.task(&task_id).ok().flatten().map(|t| t.state);
+        let now = self.clock.now_ms();
+        tokio::spawn(async move {
+            use crate::sched::mesh::{KIND_OUTPUT, OutputAnswer, OutputRequest};
+            let req = crate::p2p::protocol::Envelope::new(
+                KIND_OUTPUT,
+                now,
+                &OutputRequest {
+                    task: task_id.clone(),
+                },
+            )
+            .and_then(|e| e.encode());
+            let answer = match req {
+                Err(e) => Err(e.to_string()),
+                Ok(bytes) => match node.request(peer, bytes).await {
+                    Err(e) => Err(e.to_string()),
+                    Ok(a) => match crate::p2p::router::read_answer(
+                        &a,
+                        crate::p2p::protocol::MAX_RESPONSE_BYTES,
+                    ) {
+                        Ok(env) => env.body_as::<OutputAnswer>().map_err(|e| e.to_string()),
+                        Err(e) => Err(e
+                            .map(|b| b.message)
+                            .unwrap_or_else(|| "malformed answer".into())),
+                    },
+                },
+            };
+            let r = match answer {
+                Ok(a) if a.task == task_id => Ok(Reply::Output(TaskOutput {
+                    task_id,
+                    state: state.unwrap_or(TaskState::Queued),
+                    output: a.output,
+                    truncated: a.truncated,
+                })),
+                Ok(a) => Err(EngineError::Invalid(format!(
+                    "peer {peer} answered for task {} instead of {task_id}",
+                    a.task
+                ))),
+                Err(e) => Err(EngineError::Invalid(format!(
+                    "task {task_id} ran on peer {peer}, which keeps its output; it did not answer: {e}"
+                ))),
+            };
+            let _ = env.reply.send(r);
+        });
+    }
+
     /// Peer commands wait on the node task: run them on their own task.
     fn run_peer(&mut self, env: Envelope) {
         let node = match &self.mesh {
@@ -1230,7 +1292,7 @@ impl Engine {
                 self.hardware = hardware::detect(&self.opts.capabilities);
                 Ok(Reply::Hardware(self.hardware.clone()))
             }
-            Command::GetP2pNetworkStatus => Ok(Reply::P2p(self.p2p_status())),
+            Command::GetP2pNetworkStatus => Ok(Reply::P2p(Box::new(self.p2p_status()))),
             Command::ListOrchestratorIssues { status, repo } => {
                 use crate::orchestrator::store::{IssueFilter, IssueStatus, IssueStore};
                 let status = match status.as_deref() {

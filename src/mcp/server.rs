@@ -736,7 +736,7 @@ impl FlotillaMcp {
     #[tool(name = "get_p2p_network_status")]
     async fn get_p2p_network_status(&self) -> Result<Json<P2pStatus>, String> {
         match self.run(Command::GetP2pNetworkStatus, false).await? {
-            Reply::P2p(p) => Ok(Json(p)),
+            Reply::P2p(p) => Ok(Json(*p)),
             r => Err(unexpected(r)),
         }
     }

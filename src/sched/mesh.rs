@@ -60,6 +60,8 @@ pub const KIND_DONE: &str = "sched.done";
 pub const KIND_CANCEL: &str = "sched.cancel";
 /// Request kind of a [`SyncRequest`] (request-response, not gossip).
 pub const KIND_SYNC: &str = "sched.sync";
+/// Request kind of an [`OutputRequest`]: a task's output tail from the peer that ran it.
+pub const KIND_OUTPUT: &str = "sched.output";
 
 /// Most capability labels a heartbeat may carry.
 pub const MAX_LABELS: usize = 64;
@@ -224,6 +226,26 @@ pub struct SyncAnswer {
     pub workflows: Vec<WorkflowWire>,
     /// The answerer's clock.
     pub clock: MerkleClock,
+}
+
+/// Ask the peer that ran a task for its output tail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputRequest {
+    /// Task id.
+    pub task: String,
+}
+
+/// A task's output tail as the peer that ran it stored it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputAnswer {
+    /// Task id.
+    pub task: String,
+    /// Tail of stdout and stderr (lossy UTF-8); empty if that peer has none.
+    pub output: String,
+    /// Earlier output was dropped.
+    pub truncated: bool,
 }
 
 /// A decoded scheduler message.

@@ -13,8 +13,10 @@ use crate::clock::Millis;
 use crate::engine::command::IssueView;
 use crate::engine::command::RunnerView;
 use crate::engine::command::{Submitted, TaskOutput};
+use crate::engine::mesh::PeerRow;
 use crate::engine::snapshot::{IssueFeed, QueueRow, RunnerFeed, VmFeed, VmRow};
 use crate::engine::{Command, CommandKind, Danger, Policy, Reply, Snapshot};
+use crate::sched::peer_select::PlaceBy;
 use crate::sched::workflow::{MAX_PRIORITY, TaskState};
 
 /// How long a status message stays in the footer, ms.
@@ -172,8 +174,9 @@ pub enum Done {
     Executed {
         /// What was done, for the message.
         what: String,
-        /// The reply or the error text.
-        result: Result<Reply, String>,
+        /// The reply (boxed: replies are large and `Action` carries this by value) or the
+        /// error text.
+        result: Result<Box<Reply>, String>,
     },
     /// A workflow file was submitted.
     Submitted {
@@ -277,6 +280,102 @@ impl UiState {
     pub fn filter(&self, pane: Pane) -> Option<&RowFilter> {
         self.filters[pane.index()].as_ref()
     }
+}
+
+/// A peer ID shortened for display: `…` plus its last 6 characters, as the engine writes
+/// them in its messages (`a slot on peer …w3UERE`), so the same peer reads the same
+/// everywhere. Short strings (node names) are returned whole.
+pub fn short_peer(p: &str) -> String {
+    let n = p.chars().count();
+    if n <= 12 {
+        return p.to_string();
+    }
+    let tail: String = p.chars().skip(n - 6).collect();
+    format!("…{tail}")
+}
+
+/// Whether `w` has the shape of a libp2p peer ID in base58 (`12D3KooW…` for Ed25519 keys,
+/// `Qm…` for hashed ones).
+pub fn looks_like_peer_id(w: &str) -> bool {
+    w.len() >= 46
+        && (w.starts_with("12D3KooW") || w.starts_with("Qm"))
+        && w.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+/// Replace the peer IDs in an engine message by their short form, so that a message about a
+/// peer fits the footer (`disconnected 12D3KooW…(52)` becomes `disconnected …w3UERE`).
+pub fn shorten_peer_ids(text: &str) -> String {
+    text.split(' ')
+        .map(|w| {
+            let core = w.trim_end_matches([':', ',', '.', ';']);
+            if looks_like_peer_id(core) {
+                format!("{}{}", short_peer(core), &w[core.len()..])
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Connection state of a peer as the Peers pane words it: `banned`, `connected` or
+/// `disconnected`.
+pub fn peer_state(p: &PeerRow) -> &'static str {
+    if p.banned {
+        "banned"
+    } else if p.connected {
+        "connected"
+    } else {
+        "disconnected"
+    }
+}
+
+/// A peer's node name: from its heartbeats, else from its agent string
+/// (`flotilla/0.1.0 (gpu-02)` gives `gpu-02`), else the agent itself.
+pub fn peer_name(p: &PeerRow) -> String {
+    if let Some(s) = &p.sched {
+        return s.name.clone();
+    }
+    match p.agent.as_deref() {
+        Some(a) => match a.strip_suffix(')').and_then(|a| a.rsplit_once(" (")) {
+            Some((_, name)) if !name.is_empty() => name.to_string(),
+            _ => a.to_string(),
+        },
+        None => "-".into(),
+    }
+}
+
+/// Text a peer row is filtered on.
+pub fn peer_row_text(p: &PeerRow) -> String {
+    let (name, caps) = match &p.sched {
+        Some(s) => (s.name.as_str(), s.capabilities.join(",")),
+        None => ("", String::new()),
+    };
+    format!(
+        "{} {} {} {} {} {}",
+        p.peer_id,
+        name,
+        p.agent.as_deref().unwrap_or(""),
+        peer_state(p),
+        caps,
+        p.addrs.join(" ")
+    )
+}
+
+/// The Peers rows after the pane's filter (this node's own row is drawn above them and is
+/// not selectable: every Peers action targets another peer).
+pub fn peer_rows<'a>(ui: &UiState, snap: &'a Snapshot) -> Vec<&'a PeerRow> {
+    let f = ui.filter(Pane::Peers);
+    snap.peers
+        .iter()
+        .filter(|p| f.is_none_or(|f| f.keeps(&peer_row_text(p))))
+        .collect()
+}
+
+fn selected_peer<'a>(ui: &UiState, snap: &'a Snapshot) -> Option<&'a PeerRow> {
+    peer_rows(ui, snap)
+        .get(ui.selected[Pane::Peers.index()])
+        .copied()
 }
 
 /// Text a Queue row is filtered on.
@@ -392,7 +491,7 @@ pub fn row_count(ui: &UiState, snap: &Snapshot, pane: Pane) -> usize {
         Pane::Vms => vm_rows(ui, snap).len(),
         Pane::Runners => runner_rows(ui, snap).len(),
         Pane::Issues => issue_rows(ui, snap).len(),
-        Pane::Peers => 1,
+        Pane::Peers => peer_rows(ui, snap).len(),
         _ => 0,
     }
 }
@@ -438,7 +537,7 @@ fn clamp_selection(ui: &mut UiState, snap: &Snapshot) {
 
 fn on_done(ui: &mut UiState, d: Done, now: Millis) {
     match d {
-        Done::Executed { what, result } => match result {
+        Done::Executed { what, result } => match result.map(|r| *r) {
             Ok(Reply::Cancelled(c)) => ui.say(
                 format!(
                     "{what}: {} queued dropped, {} running killed",
@@ -467,6 +566,12 @@ fn on_done(ui: &mut UiState, d: Done, now: Millis) {
                 Level::Info,
                 now,
             ),
+            Ok(Reply::Done(d)) => ui.say(
+                format!("{what}: {}", shorten_peer_ids(&d.message)),
+                Level::Info,
+                now,
+            ),
+            Ok(Reply::Rebalanced(r)) => ui.say(rebalanced_message(&what, &r), Level::Info, now),
             Ok(_) => ui.say(format!("{what}: done"), Level::Info, now),
             Err(e) => ui.say(format!("{what}: {e}"), Level::Error, now),
         },
@@ -497,6 +602,23 @@ fn on_done(ui: &mut UiState, d: Done, now: Millis) {
         Done::Copied(Ok(text)) => ui.say(format!("copied: {text}"), Level::Info, now),
         Done::Copied(Err(e)) => ui.say(format!("cannot copy: {e}"), Level::Error, now),
     }
+}
+
+/// The footer line for a rebalance: how many tasks moved and where (`t1 → …w3UERE`).
+fn rebalanced_message(what: &str, r: &crate::engine::command::Rebalanced) -> String {
+    if r.moved.is_empty() {
+        return format!("{what}: already balanced, no task moved");
+    }
+    let moves: Vec<String> = r
+        .moved
+        .iter()
+        .map(|m| format!("{} → {}", m.task_id, short_peer(&m.to)))
+        .collect();
+    format!(
+        "{what}: moved {} task(s): {}",
+        r.moved.len(),
+        moves.join(", ")
+    )
 }
 
 fn on_key(ui: &mut UiState, k: KeyEvent, snap: &Snapshot, now: Millis) -> Vec<Effect> {
@@ -676,6 +798,100 @@ fn gated(
     }
 }
 
+fn rebalance(ui: &mut UiState, strategy: PlaceBy, now: Millis) -> Vec<Effect> {
+    let name = match strategy {
+        PlaceBy::Load => "load",
+        PlaceBy::Latency => "latency",
+        PlaceBy::Proximity => "proximity",
+    };
+    gated(
+        ui,
+        CommandKind::RebalanceP2p,
+        Command::RebalanceP2p { strategy },
+        format!("rebalance by {name}"),
+        String::new(),
+        now,
+    )
+}
+
+/// Disconnect, ban or unban the selected peer, after checking it makes sense for its state.
+fn peer_action(ui: &mut UiState, snap: &Snapshot, run: &str, now: Millis) -> Vec<Effect> {
+    let Some(p) = selected_peer(ui, snap) else {
+        ui.say(
+            "no peer selected: this node knows no other peer yet",
+            Level::Error,
+            now,
+        );
+        return Vec::new();
+    };
+    let id = p.peer_id.clone();
+    let short = short_peer(&id);
+    let name = match peer_name(p) {
+        n if n == "-" => short.clone(),
+        n => format!("{n} ({short})"),
+    };
+    let held = match &p.sched {
+        Some(s) if s.owned > 0 => format!("\nIt holds {} mesh task(s).", s.owned),
+        _ => String::new(),
+    };
+    let (kind, cmd, what, body) = match run {
+        "peer.disconnect" if !p.connected => {
+            ui.say(
+                format!("{name} is {}: nothing to disconnect", peer_state(p)),
+                Level::Error,
+                now,
+            );
+            return Vec::new();
+        }
+        "peer.disconnect" => (
+            CommandKind::DisconnectPeer,
+            Command::DisconnectPeer {
+                peer_id: id.clone(),
+            },
+            format!("disconnect {short}"),
+            format!(
+                "Disconnect peer {name}?\nIts connections are closed; it may dial \
+                 back.{held}"
+            ),
+        ),
+        "peer.ban" if p.banned => {
+            ui.say(format!("{name} is already banned"), Level::Error, now);
+            return Vec::new();
+        }
+        "peer.ban" => {
+            let unban = ui
+                .keymap
+                .key_for(Pane::Peers, "peer.unban")
+                .map(|k| format!(" (press {k})"))
+                .unwrap_or_default();
+            (
+                CommandKind::BanPeer,
+                Command::BanPeer {
+                    peer_id: id.clone(),
+                },
+                format!("ban {short}"),
+                format!(
+                    "Ban peer {name}?\nIt is disconnected and refused until \
+                     unbanned{unban}.{held}"
+                ),
+            )
+        }
+        _ if !p.banned => {
+            ui.say(format!("{name} is not banned"), Level::Error, now);
+            return Vec::new();
+        }
+        _ => (
+            CommandKind::UnbanPeer,
+            Command::UnbanPeer {
+                peer_id: id.clone(),
+            },
+            format!("unban {short}"),
+            String::new(),
+        ),
+    };
+    gated(ui, kind, cmd, what, body, now)
+}
+
 fn cancel_workflow(ui: &mut UiState, snap: &Snapshot, wf: &str, now: Millis) -> Vec<Effect> {
     let rows: Vec<&QueueRow> = snap.queue.iter().filter(|r| r.workflow_id == wf).collect();
     let running = rows
@@ -800,6 +1016,10 @@ fn on_normal_key(ui: &mut UiState, k: KeyEvent, snap: &Snapshot, now: Millis) ->
             ),
             None => ui.say("no task selected", Level::Error, now),
         },
+        "peer.disconnect" | "peer.ban" | "peer.unban" => {
+            return peer_action(ui, snap, run, now);
+        }
+        "mesh.rebalance" => return rebalance(ui, PlaceBy::Load, now),
         "task.output" => match selected_queue_row(ui, snap) {
             Some(r) => return vec![Effect::LoadOutput(r.task_id.clone())],
             None => ui.say("no task selected", Level::Error, now),
@@ -1004,7 +1224,7 @@ fn on_normal_key(ui: &mut UiState, k: KeyEvent, snap: &Snapshot, now: Millis) ->
 
 /// `:` commands.
 pub const COMMANDS: &str = ":queue :peers :runners :vms :issues :logs :submit FILE :cancel WF_ID \
-     :runners-provision OWNER/REPO [N] [LABEL,..] :zoom :help :q";
+     :runners-provision OWNER/REPO [N] [LABEL,..] :rebalance [load|latency|proximity] :zoom :help :q";
 
 fn run_command_line(ui: &mut UiState, line: &str, snap: &Snapshot, now: Millis) -> Vec<Effect> {
     let (cmd, arg) = match line.split_once(char::is_whitespace) {
@@ -1054,6 +1274,20 @@ fn run_command_line(ui: &mut UiState, line: &str, snap: &Snapshot, now: Millis) 
             Vec::new()
         }
         "cancel" => cancel_workflow(ui, snap, arg, now),
+        "rebalance" => match (if arg.is_empty() { "load" } else { arg }).parse::<PlaceBy>() {
+            Ok(strategy) => {
+                focus(ui, Pane::Peers);
+                rebalance(ui, strategy, now)
+            }
+            Err(e) => {
+                ui.say(
+                    format!("usage: :rebalance [load|latency|proximity]: {e}"),
+                    Level::Error,
+                    now,
+                );
+                Vec::new()
+            }
+        },
         "runners-provision" => {
             let words: Vec<&str> = arg.split_whitespace().collect();
             let Some(repo) = words.first().filter(|r| r.contains('/')) else {
@@ -1389,6 +1623,243 @@ mod tests {
         update(&mut ro, key("4"), &snap, 0);
         update(&mut ro, key("n"), &snap, 0);
         assert!(matches!(ro.mode, Mode::Normal));
+    }
+
+    const GPU: &str = "12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5STiGwxBhgFRcw3UERE";
+    const OLD: &str = "12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq";
+
+    fn peer(id: &str, connected: bool, banned: bool) -> PeerRow {
+        PeerRow {
+            peer_id: id.into(),
+            addrs: vec!["/ip4/10.0.0.7/tcp/9100".into()],
+            agent: Some("flotilla/0.1.0 (gpu-02)".into()),
+            rtt_ms: connected.then_some(0.8),
+            connected,
+            last_seen_ms: 0,
+            score: None,
+            banned,
+            sched: None,
+        }
+    }
+
+    fn on_peers(read_only: bool) -> (UiState, Snapshot) {
+        let (mut ui, mut snap) = setup(read_only);
+        snap.peers = vec![peer(GPU, true, false), peer(OLD, false, true)];
+        update(&mut ui, key("1"), &snap, 0);
+        assert_eq!(ui.focus, Pane::Peers);
+        (ui, snap)
+    }
+
+    #[test]
+    fn peer_disconnect_and_ban_confirm_then_execute() {
+        let (mut ui, snap) = on_peers(false);
+        for (k, what) in [("d", "disconnect …w3UERE"), ("b", "ban …w3UERE")] {
+            assert!(update(&mut ui, key(k), &snap, 0).is_empty(), "{k}");
+            let Mode::Confirm(c) = &ui.mode else {
+                panic!("{k}: no dialog")
+            };
+            assert_eq!(c.title, what);
+            assert!(c.body.contains("gpu-02 (…w3UERE)"), "{}", c.body);
+            let eff = update(&mut ui, key("y"), &snap, 0);
+            let [
+                Effect::Execute {
+                    cmd,
+                    confirmed: true,
+                    what: w,
+                },
+            ] = &eff[..]
+            else {
+                panic!("{k}: {eff:?}")
+            };
+            assert_eq!(w, what);
+            match (k, cmd) {
+                ("d", Command::DisconnectPeer { peer_id })
+                | ("b", Command::BanPeer { peer_id }) => {
+                    assert_eq!(peer_id, GPU)
+                }
+                _ => panic!("{k}: {cmd:?}"),
+            }
+        }
+        // 'n' declines and nothing runs.
+        update(&mut ui, key("b"), &snap, 0);
+        assert!(update(&mut ui, key("n"), &snap, 0).is_empty());
+        assert!(matches!(ui.mode, Mode::Normal));
+    }
+
+    #[test]
+    fn peer_actions_follow_the_peer_state() {
+        let (mut ui, snap) = on_peers(false);
+        // A connected, unbanned peer cannot be unbanned.
+        assert!(update(&mut ui, key("u"), &snap, 0).is_empty());
+        assert!(ui.status.as_ref().unwrap().0.contains("not banned"));
+        // The banned one: unban runs at once (not destructive), ban and disconnect refuse.
+        update(&mut ui, key("j"), &snap, 0);
+        let eff = update(&mut ui, key("u"), &snap, 0);
+        assert!(
+            matches!(
+                &eff[..],
+                [Effect::Execute { cmd: Command::UnbanPeer { peer_id }, confirmed: false, .. }]
+                    if peer_id == OLD
+            ),
+            "{eff:?}"
+        );
+        assert!(update(&mut ui, key("b"), &snap, 0).is_empty());
+        assert!(ui.status.as_ref().unwrap().0.contains("already banned"));
+        assert!(update(&mut ui, key("d"), &snap, 0).is_empty());
+        assert!(
+            ui.status
+                .as_ref()
+                .unwrap()
+                .0
+                .contains("nothing to disconnect")
+        );
+        assert!(matches!(ui.mode, Mode::Normal));
+        // No peers at all.
+        let (mut ui, mut snap) = on_peers(false);
+        snap.peers.clear();
+        assert!(update(&mut ui, key("d"), &snap, 0).is_empty());
+        assert!(ui.status.as_ref().unwrap().0.contains("no peer selected"));
+    }
+
+    #[test]
+    fn rebalance_by_key_and_command_line() {
+        let (mut ui, snap) = on_peers(false);
+        let eff = update(&mut ui, key("r"), &snap, 0);
+        assert!(
+            matches!(
+                &eff[..],
+                [Effect::Execute {
+                    cmd: Command::RebalanceP2p {
+                        strategy: PlaceBy::Load
+                    },
+                    confirmed: false,
+                    ..
+                }]
+            ),
+            "{eff:?}"
+        );
+        for (line, want) in [
+            ("rebalance", PlaceBy::Load),
+            ("rebalance latency", PlaceBy::Latency),
+            ("rebalance proximity", PlaceBy::Proximity),
+        ] {
+            update(&mut ui, key("2"), &snap, 0);
+            update(&mut ui, key(":"), &snap, 0);
+            typed(&mut ui, &snap, line);
+            let eff = update(&mut ui, key("<Enter>"), &snap, 0);
+            assert!(
+                matches!(&eff[..], [Effect::Execute { cmd: Command::RebalanceP2p { strategy }, .. }] if *strategy == want),
+                "{line}: {eff:?}"
+            );
+            assert_eq!(ui.focus, Pane::Peers);
+        }
+        update(&mut ui, key(":"), &snap, 0);
+        typed(&mut ui, &snap, "rebalance fastest");
+        assert!(update(&mut ui, key("<Enter>"), &snap, 0).is_empty());
+        assert!(ui.status.as_ref().unwrap().0.contains("usage: :rebalance"));
+    }
+
+    #[test]
+    fn read_only_refuses_peer_actions() {
+        let (mut ui, snap) = on_peers(true);
+        for k in ["d", "b", "r"] {
+            assert!(update(&mut ui, key(k), &snap, 0).is_empty(), "{k}");
+            assert!(matches!(ui.mode, Mode::Normal), "{k}");
+            assert!(ui.status.as_ref().unwrap().0.contains("read-only"), "{k}");
+        }
+        update(&mut ui, key("j"), &snap, 0);
+        assert!(update(&mut ui, key("u"), &snap, 0).is_empty());
+        assert!(ui.status.as_ref().unwrap().0.contains("read-only"));
+        update(&mut ui, key(":"), &snap, 0);
+        typed(&mut ui, &snap, "rebalance");
+        assert!(update(&mut ui, key("<Enter>"), &snap, 0).is_empty());
+        assert!(ui.status.as_ref().unwrap().0.contains("read-only"));
+    }
+
+    #[test]
+    fn peer_and_rebalance_replies_in_the_footer() {
+        use crate::engine::command::{Done as Did, Rebalanced, TaskMove};
+        let (mut ui, snap) = on_peers(false);
+        let done = |what: &str, reply: Reply| {
+            Action::Done(Done::Executed {
+                what: what.into(),
+                result: Ok(Box::new(reply)),
+            })
+        };
+        update(
+            &mut ui,
+            done(
+                "disconnect …w3UERE",
+                Reply::Done(Did {
+                    message: format!("disconnected {GPU} (it may reconnect)"),
+                }),
+            ),
+            &snap,
+            0,
+        );
+        assert_eq!(
+            ui.status.as_ref().unwrap().0,
+            "disconnect …w3UERE: disconnected …w3UERE (it may reconnect)"
+        );
+        update(
+            &mut ui,
+            done(
+                "rebalance by load",
+                Reply::Rebalanced(Rebalanced {
+                    strategy: PlaceBy::Load,
+                    moved: vec![TaskMove {
+                        task_id: "wf-a.1".into(),
+                        from: OLD.into(),
+                        to: GPU.into(),
+                    }],
+                }),
+            ),
+            &snap,
+            0,
+        );
+        assert_eq!(
+            ui.status.as_ref().unwrap().0,
+            "rebalance by load: moved 1 task(s): wf-a.1 → …w3UERE"
+        );
+        update(
+            &mut ui,
+            done(
+                "rebalance by load",
+                Reply::Rebalanced(Rebalanced {
+                    strategy: PlaceBy::Load,
+                    moved: vec![],
+                }),
+            ),
+            &snap,
+            0,
+        );
+        assert!(ui.status.as_ref().unwrap().0.contains("already balanced"));
+    }
+
+    #[test]
+    fn peers_filter_and_cursor() {
+        let (mut ui, snap) = on_peers(false);
+        assert_eq!(row_count(&ui, &snap, Pane::Peers), 2);
+        update(&mut ui, key("G"), &snap, 0);
+        assert_eq!(ui.selected[Pane::Peers.index()], 1);
+        update(&mut ui, key("/"), &snap, 0);
+        typed(&mut ui, &snap, "banned");
+        update(&mut ui, key("<Enter>"), &snap, 0);
+        let rows = peer_rows(&ui, &snap);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].peer_id, OLD);
+        assert_eq!(ui.selected[Pane::Peers.index()], 0);
+    }
+
+    #[test]
+    fn peer_ids_shorten_like_the_engine() {
+        assert_eq!(short_peer(GPU), "…w3UERE");
+        assert_eq!(short_peer("build-01"), "build-01");
+        assert_eq!(
+            shorten_peer_ids(&format!("{OLD} was not connected; {GPU}: ok")),
+            "…2NASuq was not connected; …w3UERE: ok"
+        );
+        assert!(!looks_like_peer_id("build-01"));
     }
 
     #[test]

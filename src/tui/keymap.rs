@@ -16,7 +16,7 @@ use crate::engine::{CommandKind, Danger, Policy};
 /// The six panes, in focus order (keys 1..6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Pane {
-    /// P2P peers (this node for now).
+    /// P2P peers: this node, then the peers it knows.
     Peers,
     /// Task heap queue.
     Queue,
@@ -133,6 +133,30 @@ pub const ACTIONS: &[ActionDef] = &[
     ui("cursor.pageup", "Page up"),
     ui("filter.clear", "Clear filter"),
     ui("noop", "Unbind"),
+    ActionDef {
+        name: "peer.disconnect",
+        desc: "Disconnect the peer",
+        scope: Scope::Pane(Pane::Peers),
+        command: Some(CommandKind::DisconnectPeer),
+    },
+    ActionDef {
+        name: "peer.ban",
+        desc: "Ban the peer",
+        scope: Scope::Pane(Pane::Peers),
+        command: Some(CommandKind::BanPeer),
+    },
+    ActionDef {
+        name: "peer.unban",
+        desc: "Unban the peer",
+        scope: Scope::Pane(Pane::Peers),
+        command: Some(CommandKind::UnbanPeer),
+    },
+    ActionDef {
+        name: "mesh.rebalance",
+        desc: "Rebalance queued mesh tasks",
+        scope: Scope::Pane(Pane::Peers),
+        command: Some(CommandKind::RebalanceP2p),
+    },
     ActionDef {
         name: "workflow.submit",
         desc: "Submit a workflow file",
@@ -643,6 +667,51 @@ mod tests {
             .map(|(_, d)| d.name)
             .collect();
         assert!(names.contains(&"workflow.cancel"));
+    }
+
+    #[test]
+    fn peers_defaults_bind_peer_actions() {
+        let (km, _) = Keymap::load(None);
+        for (k, run) in [
+            ("d", "peer.disconnect"),
+            ("b", "peer.ban"),
+            ("u", "peer.unban"),
+            ("r", "mesh.rebalance"),
+        ] {
+            assert_eq!(
+                km.resolve(Pane::Peers, &parse_key(k).unwrap()),
+                Some(run),
+                "{k}"
+            );
+            let def = action(run).unwrap();
+            assert_eq!(def.scope, Scope::Pane(Pane::Peers));
+        }
+        // Disconnect and ban ask to confirm; unban and rebalance do not.
+        assert_eq!(
+            action("peer.disconnect").unwrap().danger(),
+            Danger::Destructive
+        );
+        assert_eq!(action("peer.ban").unwrap().danger(), Danger::Destructive);
+        assert_eq!(action("peer.unban").unwrap().danger(), Danger::Write);
+        assert_eq!(action("mesh.rebalance").unwrap().danger(), Danger::Write);
+        // Read-only hides all four.
+        let names = |policy| -> Vec<&str> {
+            km.visible(Pane::Peers, policy)
+                .iter()
+                .map(|(_, d)| d.name)
+                .collect()
+        };
+        let rw = names(Policy::default());
+        let ro = names(Policy { read_only: true });
+        for run in [
+            "peer.disconnect",
+            "peer.ban",
+            "peer.unban",
+            "mesh.rebalance",
+        ] {
+            assert!(rw.contains(&run), "{run}");
+            assert!(!ro.contains(&run), "{run}");
+        }
     }
 
     #[test]

@@ -111,7 +111,8 @@ async fn event_loop(
                 // Ages and status messages change with time; nothing else does.
                 let snap = snaps.borrow().clone();
                 let ages = snap.queue.iter().any(|r| matches!(r.state, TaskState::Queued | TaskState::Running))
-                    || matches!(&snap.vms, crate::engine::snapshot::VmFeed::On { rows, .. } if !rows.is_empty());
+                    || matches!(&snap.vms, crate::engine::snapshot::VmFeed::On { rows, .. } if !rows.is_empty())
+                    || snap.peers.iter().any(|p| p.sched.is_some());
                 let status = ui.status.as_ref().is_some_and(|(_, _, at)| now - at < app::STATUS_TTL_MS + 1000);
                 if ages || status { dirty = true; }
                 None
@@ -146,6 +147,7 @@ fn run_effect(engine: &EngineHandle, eff: Effect, done: mpsc::UnboundedSender<Do
                 result: engine
                     .execute(cmd, confirmed, Source::Tui)
                     .await
+                    .map(Box::new)
                     .map_err(|e| e.to_string()),
             },
             Effect::SubmitFile(path) => {

@@ -11,12 +11,14 @@ use ratatui::widgets::{
 use tui_logger::{TuiLoggerLevelOutput, TuiLoggerWidget};
 
 use super::app::{
-    COMMANDS, Level, Mode, STATUS_TTL_MS, UiState, issue_rows, queue_rows, runner_rows, vm_rows,
+    COMMANDS, Level, Mode, STATUS_TTL_MS, UiState, issue_rows, looks_like_peer_id, peer_name,
+    peer_rows, peer_state, queue_rows, runner_rows, short_peer, vm_rows,
 };
 use super::keymap::Pane;
 use crate::clock::{Millis, compact_duration};
 use crate::compute::costs::format_usd;
 use crate::engine::Snapshot;
+use crate::engine::mesh::PeerRow;
 use crate::engine::snapshot::{IssueFeed, OffFeed, QueueRow, RunnerFeed, VmFeed};
 use crate::sched::workflow::TaskState;
 
@@ -88,7 +90,11 @@ fn render_header(snap: &Snapshot, f: &mut Frame, area: Rect) {
         Span::styled("| ", Style::new().dark_gray()),
         Span::raw(format!(
             "peer {} ",
-            n.peer_id.as_deref().map(short_id).unwrap_or("-")
+            n.peer_id
+                .as_deref()
+                .map(short_peer)
+                .as_deref()
+                .unwrap_or("-")
         )),
         Span::styled("| ", Style::new().dark_gray()),
         Span::raw(format!(
@@ -136,11 +142,6 @@ fn render_header(snap: &Snapshot, f: &mut Frame, area: Rect) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn short_id(s: &str) -> &str {
-    let n = s.len();
-    if n > 12 { &s[n - 12..] } else { s }
-}
-
 fn pane_block<'a>(ui: &UiState, pane: Pane, extra: String) -> Block<'a> {
     let focused = ui.focus == pane;
     let mut title = format!(" {} {} ", pane.index() + 1, pane.title());
@@ -179,7 +180,7 @@ fn render_pane(
         ui.page = area.height.saturating_sub(3).max(1) as usize;
     }
     match pane {
-        Pane::Peers => render_peers(ui, snap, f, area),
+        Pane::Peers => render_peers(ui, snap, now, f, area),
         Pane::Queue => render_queue(ui, snap, now, f, area),
         Pane::Runners => match &snap.runners {
             RunnerFeed::Off(off) => render_off(ui, pane, off, f, area),
@@ -214,85 +215,182 @@ fn render_off(ui: &UiState, pane: Pane, feed: &OffFeed, f: &mut Frame, area: Rec
     );
 }
 
-fn render_peers(ui: &UiState, snap: &Snapshot, f: &mut Frame, area: Rect) {
+/// One column of the Peers pane: header, cells (this node's row first), rank (lower ranks are
+/// kept longer as the pane narrows) and, for a column that takes the room left over, the width
+/// below which it is dropped rather than squeezed.
+struct Col {
+    header: &'static str,
+    cells: Vec<String>,
+    rank: u8,
+    fill_min: Option<u16>,
+}
+
+impl Col {
+    fn natural(&self) -> u16 {
+        self.cells
+            .iter()
+            .map(|c| c.chars().count())
+            .chain(std::iter::once(self.header.len()))
+            .max()
+            .unwrap_or(0)
+            .min(u16::MAX as usize) as u16
+    }
+}
+
+/// Which columns fit in `width` (one space between columns) and how wide each is, in display
+/// order: columns are taken by rank while they fit, each fixed column at its widest cell and
+/// each fill column at its minimum; the room left widens fill columns, by rank, up to their
+/// widest cell.
+fn fit_columns(cols: &[Col], width: u16) -> Vec<(usize, u16)> {
+    let mut order: Vec<usize> = (0..cols.len()).collect();
+    order.sort_by_key(|&i| cols[i].rank);
+    let mut widths: Vec<Option<u16>> = vec![None; cols.len()];
+    let mut used: u16 = 0;
+    for &i in &order {
+        let natural = cols[i].natural();
+        let need = cols[i].fill_min.map_or(natural, |m| m.min(natural));
+        let sep = u16::from(used > 0);
+        if used + sep + need <= width {
+            used += sep + need;
+            widths[i] = Some(need);
+        }
+    }
+    let mut left = width - used;
+    for &i in &order {
+        if let (Some(w), Some(_)) = (widths[i].as_mut(), cols[i].fill_min) {
+            let grow = cols[i].natural().saturating_sub(*w).min(left);
+            *w += grow;
+            left -= grow;
+        }
+    }
+    widths
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, w)| w.map(|w| (i, w)))
+        .collect()
+}
+
+fn render_peers(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area: Rect) {
     let n = &snap.node;
-    let load = match n.load_avg {
-        Some(l) => format!("{}/{} {l:.2}", n.running, n.max_tasks),
-        None => format!("{}/{}", n.running, n.max_tasks),
+    let peers = peer_rows(ui, snap);
+    let inner = area.width.saturating_sub(2);
+    // Below 60 columns the states shrink to one word each so the RTT and heartbeat fit.
+    let compact = inner < 60;
+    let state_word = |p: &PeerRow| match (peer_state(p), compact) {
+        ("connected", true) => "up",
+        ("disconnected", true) => "down",
+        (s, _) => s,
     };
-    let addrs = if n.addresses.is_empty() {
+    let me = n.peer_id.as_deref();
+    let mine = |r: &&QueueRow| r.owner.is_some() && r.owner.as_deref() == me;
+    let queued_here = snap
+        .queue
+        .iter()
+        .filter(|r| {
+            r.state == TaskState::Queued
+                && r.owner
+                    .as_deref()
+                    .is_none_or(|o| Some(o) == me || o == n.name)
+        })
+        .count();
+    let held_here = snap
+        .queue
+        .iter()
+        .filter(|r| matches!(r.state, TaskState::Queued | TaskState::Running))
+        .filter(mine)
+        .count();
+    let own_addrs = if n.addresses.is_empty() {
         snap.mesh.clone()
     } else {
-        n.addresses.join(" ")
+        // The peer ID has its own column: drop the `/p2p/<peer id>` suffix.
+        n.addresses
+            .iter()
+            .map(|a| a.split("/p2p/").next().unwrap_or(a))
+            .collect::<Vec<_>>()
+            .join(" ")
     };
-    let wide = area.width >= 60;
-    let (cells, widths, header): (Vec<Cell>, Vec<Constraint>, Vec<&str>) = if wide {
-        (
-            vec![
-                Cell::from(format!("{} (this node)", n.name)),
-                Cell::from("local"),
-                Cell::from(load),
-                Cell::from(n.capabilities.join(",")),
-                Cell::from(addrs),
-            ],
-            vec![
-                Constraint::Fill(2),
-                Constraint::Length(6),
-                Constraint::Length(9),
-                Constraint::Fill(3),
-                Constraint::Fill(1),
-            ],
-            vec!["NAME", "STATE", "LOAD", "CAPABILITIES", "ADDRESSES"],
-        )
-    } else {
-        (
-            vec![
-                Cell::from(n.name.clone()),
-                Cell::from(load),
-                Cell::from(n.capabilities.join(",")),
-            ],
-            vec![
-                Constraint::Fill(1),
-                Constraint::Length(9),
-                Constraint::Fill(2),
-            ],
-            vec!["NAME", "LOAD", "CAPABILITIES"],
-        )
+    let dash = || "-".to_string();
+    let sched_or = |p: &PeerRow, g: &dyn Fn(&crate::engine::mesh::PeerSched) -> String| {
+        p.sched.as_ref().map(g).unwrap_or_else(dash)
     };
-    let mut rows = vec![Row::new(cells)];
-    for p in &snap.peers {
-        let id = short_id(&p.peer_id).to_string();
-        let state = if p.banned {
-            "banned"
+    let col = |header, rank, fill_min, own: String, each: &dyn Fn(&PeerRow) -> String| Col {
+        header,
+        rank,
+        fill_min,
+        cells: std::iter::once(own)
+            .chain(peers.iter().map(|p| each(p)))
+            .collect(),
+    };
+    let cols = [
+        col(
+            "PEER",
+            0,
+            None,
+            me.map(short_peer).unwrap_or_else(dash),
+            &|p| short_peer(&p.peer_id),
+        ),
+        col("NAME", 5, Some(8), n.name.clone(), &peer_name),
+        col(
+            "STATE",
+            1,
+            None,
+            if compact { "self" } else { "this node" }.into(),
+            &|p| state_word(p).into(),
+        ),
+        col(
+            "LOAD",
+            2,
+            None,
+            format!("{}/{}", n.running, n.max_tasks),
+            &|p| sched_or(p, &|s| format!("{}/{}", s.running, s.max)),
+        ),
+        col("WAIT", 6, None, queued_here.to_string(), &|p| {
+            sched_or(p, &|s| s.queued.to_string())
+        }),
+        col("HELD", 7, None, held_here.to_string(), &|p| {
+            sched_or(p, &|s| s.owned.to_string())
+        }),
+        col("RTT", 3, None, dash(), &|p| {
+            p.rtt_ms.map(|r| format!("{r:.1}ms")).unwrap_or_else(dash)
+        }),
+        col("BEAT", 4, None, dash(), &|p| {
+            sched_or(p, &|s| compact_duration(now - s.last_heartbeat_ms))
+        }),
+        col(
+            "CAPABILITIES",
+            8,
+            Some(10),
+            n.capabilities.join(","),
+            &|p| sched_or(p, &|s| s.capabilities.join(",")),
+        ),
+        col("ADDRESSES", 9, Some(14), own_addrs, &|p| p.addrs.join(" ")),
+    ];
+    let fit = fit_columns(&cols, inner);
+    let styles = std::iter::once(Style::new()).chain(peers.iter().map(|p| {
+        if p.banned {
+            Style::new().fg(Color::Red)
         } else if p.connected {
-            "up"
+            Style::new()
         } else {
-            "down"
-        };
-        let rtt = p
-            .rtt_ms
-            .map(|r| format!("{r:.1}ms"))
-            .unwrap_or_else(|| "-".into());
-        let style = match state {
-            "up" => Style::new(),
-            "banned" => Style::new().fg(Color::Red),
-            _ => Style::new().dark_gray(),
-        };
-        let cells = if wide {
-            vec![
-                Cell::from(id),
-                Cell::from(state),
-                Cell::from(rtt),
-                Cell::from(p.agent.clone().unwrap_or_default()),
-                Cell::from(p.addrs.first().cloned().unwrap_or_default()),
-            ]
-        } else {
-            vec![Cell::from(id), Cell::from(rtt), Cell::from(state)]
-        };
-        rows.push(Row::new(cells).style(style));
-    }
-    let header = Row::new(header).style(Style::new().dark_gray().add_modifier(Modifier::BOLD));
-    let mut state = TableState::default().with_selected(Some(0));
+            Style::new().dark_gray()
+        }
+    }));
+    let rows: Vec<Row> = styles
+        .enumerate()
+        .map(|(r, style)| {
+            Row::new(
+                fit.iter()
+                    .map(|&(c, _)| Cell::from(cols[c].cells[r].clone())),
+            )
+            .style(style)
+        })
+        .collect();
+    let header = Row::new(fit.iter().map(|&(c, _)| cols[c].header))
+        .style(Style::new().dark_gray().add_modifier(Modifier::BOLD));
+    let widths: Vec<Constraint> = fit.iter().map(|&(_, w)| Constraint::Length(w)).collect();
+    // This node's row is not selectable: the cursor walks the peers below it.
+    let selected = (!peers.is_empty()).then(|| ui.selected[Pane::Peers.index()] + 1);
+    let mut state = TableState::default().with_selected(selected);
     let t = Table::new(rows, widths)
         .header(header)
         .row_highlight_style(highlight(ui.focus == Pane::Peers))
@@ -339,12 +437,27 @@ fn note(r: &QueueRow) -> String {
         String::new()
     };
     match r.state {
-        TaskState::Running => format!("{}{retried}", r.owner.as_deref().unwrap_or("")),
-        TaskState::Queued => format!("{}{retried}", r.command),
+        TaskState::Running | TaskState::Queued => format!("{}{retried}", r.command),
         _ => match r.exit_code {
             Some(c) => format!("exit {c}{retried}"),
             None => retried.trim().to_string(),
         },
+    }
+}
+
+/// Who owns a task, for the Queue pane's OWNER column: this node's name for its own tasks
+/// (whether the engine recorded its node name or its peer ID), a peer's short ID for a task
+/// another peer holds, `-` before anyone took it.
+fn owner_label(owner: Option<&str>, snap: &Snapshot) -> String {
+    match owner {
+        None => "-".into(),
+        Some(o) if o == snap.node.name || snap.node.peer_id.as_deref() == Some(o) => {
+            snap.node.name.clone()
+        }
+        Some(o) if looks_like_peer_id(o) || snap.peers.iter().any(|p| p.peer_id == o) => {
+            short_peer(o)
+        }
+        Some(o) => o.to_string(),
     }
 }
 
@@ -378,16 +491,39 @@ fn render_queue(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area:
         return;
     }
     let wide = area.width >= 70;
+    // Below 100 columns the wide layout drops TAG to leave WORKFLOW and NOTE readable next to
+    // OWNER; narrow panes show OWNER instead of WAITED (for a waiting task, the same as AGE).
+    let show_tag = area.width >= 100;
+    fn drop_tag<T>(mut v: Vec<T>, show_tag: bool) -> Vec<T> {
+        if !show_tag {
+            v.remove(4);
+        }
+        v
+    }
     let header: Vec<&str> = if wide {
-        vec![
-            "EFF", "PRI", "WORKFLOW", "#", "TAG", "STATE", "AGE", "WAITED", "NOTE",
-        ]
+        drop_tag(
+            vec![
+                "EFF", "PRI", "WORKFLOW", "#", "TAG", "STATE", "AGE", "WAITED", "OWNER", "NOTE",
+            ],
+            show_tag,
+        )
     } else {
-        vec!["EFF", "WORKFLOW", "#", "STATE", "AGE", "WAITED"]
+        vec!["EFF", "WORKFLOW", "#", "STATE", "AGE", "OWNER"]
     };
+    let owners: Vec<String> = rows
+        .iter()
+        .map(|r| owner_label(r.owner.as_deref(), snap))
+        .collect();
+    let owner_w = owners
+        .iter()
+        .map(|o| o.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(5, 12) as u16;
     let body: Vec<Row> = rows
         .iter()
-        .map(|r| {
+        .zip(owners)
+        .map(|(r, owner)| {
             let age = compact_duration(now - r.enqueued_at);
             let waited = match r.started_at {
                 Some(s) if r.state != TaskState::Queued => compact_duration(s - r.enqueued_at),
@@ -401,17 +537,21 @@ fn render_queue(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area:
             };
             let eff = format!("{:.1}", r.effective_priority);
             let cells: Vec<Cell> = if wide {
-                vec![
-                    Cell::from(eff),
-                    Cell::from(r.priority.to_string()),
-                    Cell::from(r.workflow_name.clone()),
-                    Cell::from(r.index.to_string()),
-                    Cell::from(r.tag.as_str()),
-                    Cell::from(state),
-                    Cell::from(age),
-                    Cell::from(waited),
-                    Cell::from(note(r)),
-                ]
+                drop_tag(
+                    vec![
+                        Cell::from(eff),
+                        Cell::from(r.priority.to_string()),
+                        Cell::from(r.workflow_name.clone()),
+                        Cell::from(r.index.to_string()),
+                        Cell::from(r.tag.as_str()),
+                        Cell::from(state),
+                        Cell::from(age),
+                        Cell::from(waited),
+                        Cell::from(owner),
+                        Cell::from(note(r)),
+                    ],
+                    show_tag,
+                )
             } else {
                 vec![
                     Cell::from(eff),
@@ -419,24 +559,28 @@ fn render_queue(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area:
                     Cell::from(r.index.to_string()),
                     Cell::from(state),
                     Cell::from(age),
-                    Cell::from(waited),
+                    Cell::from(owner),
                 ]
             };
             Row::new(cells).style(state_style(r))
         })
         .collect();
     let widths: Vec<Constraint> = if wide {
-        vec![
-            Constraint::Length(6),
-            Constraint::Length(4),
-            Constraint::Fill(3),
-            Constraint::Length(3),
-            Constraint::Length(13),
-            Constraint::Length(9),
-            Constraint::Length(6),
-            Constraint::Length(6),
-            Constraint::Fill(2),
-        ]
+        drop_tag(
+            vec![
+                Constraint::Length(6),
+                Constraint::Length(4),
+                Constraint::Fill(3),
+                Constraint::Length(3),
+                Constraint::Length(13),
+                Constraint::Length(9),
+                Constraint::Length(6),
+                Constraint::Length(6),
+                Constraint::Length(owner_w),
+                Constraint::Fill(2),
+            ],
+            show_tag,
+        )
     } else {
         vec![
             Constraint::Length(6),
@@ -444,7 +588,7 @@ fn render_queue(ui: &UiState, snap: &Snapshot, now: Millis, f: &mut Frame, area:
             Constraint::Length(3),
             Constraint::Length(9),
             Constraint::Length(6),
-            Constraint::Length(6),
+            Constraint::Length(owner_w),
         ]
     };
     let mut state = TableState::default().with_selected(Some(ui.selected[Pane::Queue.index()]));
@@ -1047,7 +1191,18 @@ fn render_cache(snap: &Snapshot, f: &mut Frame, area: Rect) {
 }
 
 fn render_confirm(title: &str, body: &str, f: &mut Frame, area: Rect) {
-    let r = centered(area, 50, 30, 50, 8);
+    let mut r = centered(area, 50, 30, 50, 8);
+    // Grow to the wrapped body plus the blank and y/n lines, so the prompt is never cut off.
+    let inner_w = usize::from(r.width.saturating_sub(2)).max(1);
+    let needed = body
+        .lines()
+        .map(|l| l.chars().count().div_ceil(inner_w).max(1))
+        .sum::<usize>()
+        + 4;
+    if needed > usize::from(r.height) {
+        r.height = (needed.min(usize::from(area.height))) as u16;
+        r.y = area.y + (area.height - r.height) / 2;
+    }
     let mut lines: Vec<Line> = body.lines().map(|l| Line::raw(l.to_string())).collect();
     lines.push(Line::raw(""));
     lines.push(Line::from(vec![
