@@ -1983,7 +1983,7 @@ impl Engine {
             if let Some((n, tag)) = wf_of(t) {
                 let why = match &t.owner {
                     Some(o) if Some(o) != self.sched.me.as_ref() => {
-                        format!("a slot on peer {}", short_peer(o))
+                        format!("a slot on peer {}", crate::p2p::short_peer(o))
                     }
                     Some(_) => "its claim to settle".to_string(),
                     None => "placement".to_string(),
@@ -2208,14 +2208,6 @@ fn issue_view(i: &crate::orchestrator::store::StoredIssue) -> IssueView {
         github_issue: i.github_issue_number,
         reruns: i.reruns,
     }
-}
-
-/// A peer ID shortened for display: `12D3…` plus its last 6 characters.
-fn short_peer(p: &str) -> String {
-    if p.len() <= 12 {
-        return p.to_string();
-    }
-    format!("…{}", &p[p.len() - 6..])
 }
 
 fn is_autoscaler(kind: CommandKind) -> bool {

@@ -21,3 +21,14 @@ pub use node::{
     GossipMessage, InboundRequest, Node, NodeConfig, NodeError, NodeEvent, NodeHandle, PeerInfo,
     Validation, Validator, envelope_validator, parse_multiaddr,
 };
+
+/// A peer ID shortened for display: `…` and its last 6 characters (`12D3KooW…` IDs share
+/// their start). IDs of 12 characters or fewer are returned whole.
+pub fn short_peer(p: &str) -> String {
+    let n = p.chars().count();
+    if n <= 12 {
+        return p.to_string();
+    }
+    let tail: String = p.chars().skip(n - 6).collect();
+    format!("…{tail}")
+}

@@ -282,17 +282,7 @@ impl UiState {
     }
 }
 
-/// A peer ID shortened for display: `…` plus its last 6 characters, as the engine writes
-/// them in its messages (`a slot on peer …w3UERE`), so the same peer reads the same
-/// everywhere. Short strings (node names) are returned whole.
-pub fn short_peer(p: &str) -> String {
-    let n = p.chars().count();
-    if n <= 12 {
-        return p.to_string();
-    }
-    let tail: String = p.chars().skip(n - 6).collect();
-    format!("…{tail}")
-}
+pub use crate::p2p::short_peer;
 
 /// Whether `w` has the shape of a libp2p peer ID in base58 (`12D3KooW…` for Ed25519 keys,
 /// `Qm…` for hashed ones).
