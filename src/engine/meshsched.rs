@@ -72,6 +72,14 @@ pub enum SchedIn {
     Serve(oneshot::Sender<SyncAnswer>),
     /// A peer asks for a task's output.
     ServeOutput(String, oneshot::Sender<mesh::OutputAnswer>),
+    /// A peer asks for queued work.
+    ServeSteal(
+        PeerId,
+        mesh::StealRequest,
+        oneshot::Sender<mesh::StealAnswer>,
+    ),
+    /// The answer to our steal request.
+    Stolen(PeerId, Result<mesh::StealAnswer, String>),
     /// A peer connected (catch up with it).
     PeerUp(PeerId),
     /// A peer sent something invalid on the scheduler topic (already penalised).
@@ -109,6 +117,10 @@ pub struct MeshSched {
     catch_up_until: Millis,
     /// Completions dropped as duplicates (first one wins).
     pub duplicates: u64,
+    /// Peers with a steal request of ours in flight.
+    stealing_from: HashSet<String>,
+    /// Peers already reported silent (logged once until heard again).
+    dead: HashSet<String>,
 }
 
 impl MeshSched {
@@ -138,6 +150,8 @@ impl MeshSched {
             last_full_sync: 0,
             catch_up_until: 0,
             duplicates: 0,
+            stealing_from: HashSet::new(),
+            dead: HashSet::new(),
         }
     }
 
@@ -292,6 +306,39 @@ pub(super) fn attach(
         );
         if let Err(e) = svc.router.register(KIND_SYNC, handler) {
             warn!("scheduler sync not served: {e}");
+        }
+    }
+    // Steal requests: the engine's owner side decides.
+    {
+        let engine = engine.clone();
+        let handler: crate::p2p::router::Handler =
+            std::sync::Arc::new(move |peer, req: Envelope| {
+                let engine = engine.clone();
+                Box::pin(async move {
+                    let now = req.sent_ms;
+                    let err = |code: &str, message: String| Envelope {
+                        kind: crate::p2p::router::ERROR_KIND.into(),
+                        sent_ms: now,
+                        body: serde_json::json!({"code": code, "message": message}),
+                    };
+                    let r = match req.body_as::<mesh::StealRequest>() {
+                        Ok(r) if r.capabilities.len() <= mesh::MAX_LABELS => r,
+                        Ok(_) => return err("malformed", "too many labels".into()),
+                        Err(e) => return err("malformed", e.to_string()),
+                    };
+                    let (tx, rx) = oneshot::channel();
+                    let _ = engine
+                        .send(Msg::Sched(SchedIn::ServeSteal(peer, r, tx)))
+                        .await;
+                    match rx.await {
+                        Ok(a) => Envelope::new(mesh::KIND_STEAL, now, &a)
+                            .unwrap_or_else(|e| err("internal", e.to_string())),
+                        Err(_) => err("internal", "engine stopped".into()),
+                    }
+                })
+            });
+        if let Err(e) = svc.router.register(mesh::KIND_STEAL, handler) {
+            warn!("steal requests not served: {e}");
         }
     }
     // Output requests: the engine reads the store.
@@ -838,6 +885,29 @@ impl Engine {
                 });
                 return;
             }
+            SchedIn::ServeSteal(thief, req, reply) => {
+                let a = self.mesh_serve_steal(thief, req);
+                let _ = reply.send(a);
+            }
+            SchedIn::Stolen(victim, got) => {
+                self.sched.stealing_from.remove(&victim.to_string());
+                match got {
+                    Ok(a) => {
+                        let sender = victim.to_string();
+                        if a.claims.len() > mesh::MAX_CLAIMS {
+                            self.mesh_report(victim, "steal answer over the claim limit".into());
+                        } else {
+                            if !a.claims.is_empty() {
+                                info!(peer = %sender, tasks = a.claims.len(), "took queued tasks from a busy peer");
+                            }
+                            for c in a.claims {
+                                self.mesh_on_claim(victim, &sender, c, now, false);
+                            }
+                        }
+                    }
+                    Err(e) => debug!(peer = %victim, "steal request failed: {e}"),
+                }
+            }
             SchedIn::PeerUp(peer) => self.mesh_sync_with(peer, now, true),
             SchedIn::Invalid(from, why) => {
                 warn!(peer = %from, "invalid scheduler message (peer penalised): {why}");
@@ -975,6 +1045,9 @@ impl Engine {
                     },
                 );
                 self.sched.book.renew_peer(&sender, now);
+                if self.sched.dead.remove(&sender) {
+                    info!(peer = %sender, "peer heard again after the heartbeat timeout");
+                }
                 if !known {
                     info!(peer = %sender, "mesh peer heard (first heartbeat)");
                     // A new peer may have the labels a parked task waits for.
@@ -1356,8 +1429,9 @@ impl Engine {
             .map(|(k, _)| k.clone())
             .collect();
         for d in &dead {
-            if self.sched.book.owned_by(d).next().is_some() {
-                warn!(peer = %d, timeout_ms = self.sched.timeout, "peer silent past the heartbeat timeout: its tasks go back to the queue");
+            if self.sched.dead.insert(d.clone()) {
+                let held = self.sched.book.owned_by(d).count();
+                warn!(peer = %d, timeout_ms = self.sched.timeout, held, "peer silent past the heartbeat timeout: its tasks go to live peers");
             }
         }
         // Takeovers and steals.
@@ -1385,26 +1459,24 @@ impl Engine {
             .filter(|t| self.sched.is_mesh(&t.workflow_id))
             .map(|t| (t.id.clone(), info_of(t)))
             .collect();
-        let mut claims =
-            mesh::takeovers(&self.sched.book, me, &live, &infos, now, self.sched.timeout);
-        if self.sched.stealing && self.queue.is_empty() && self.sched.pending.is_empty() {
+        let claims = mesh::takeovers(&self.sched.book, me, &live, &infos, now, self.sched.timeout);
+        if self.sched.stealing
+            && self.queue.is_empty()
+            && self.sched.pending.is_empty()
+            && self.sched.stealing_from.is_empty()
+        {
             let free = self
                 .opts
                 .max_concurrent_tasks
                 .saturating_sub(self.running.len());
-            claims.extend(mesh::steals(
-                &self.sched.book,
-                me,
-                &self.hardware.capabilities,
-                free,
-                &live,
-                &infos,
-            ));
+            for (victim, n) in mesh::steal_targets(me, free, &live) {
+                self.mesh_steal_from(&victim, n, now);
+            }
         }
         if !claims.is_empty() {
             for c in &claims {
                 let before = self.sched.book.owner(&c.task).map(str::to_string);
-                info!(task = %c.task, from = ?before, epoch = c.epoch, "claiming task (takeover or steal)");
+                info!(task = %c.task, from = ?before, epoch = c.epoch, "taking over a silent peer's task");
                 if self.sched.book.claim(c.clone(), now) == Applied::NewOwner {
                     self.mesh_owner_changed(&c.task, before.as_deref(), me, now);
                     // Not queued until it settles.
@@ -1469,6 +1541,103 @@ impl Engine {
                 self.mesh_sync_with(p, now, false);
             }
         }
+    }
+
+    /// Ask `victim` for up to `n` of its queued tasks (a steal request; the owner hands off).
+    fn mesh_steal_from(&mut self, victim: &str, n: usize, now: Millis) {
+        let (Some(node), Ok(peer)) = (self.sched.node.clone(), victim.parse::<PeerId>()) else {
+            return;
+        };
+        self.sched.stealing_from.insert(victim.to_string());
+        let req = Envelope::new(
+            mesh::KIND_STEAL,
+            now,
+            &mesh::StealRequest {
+                max: n as u32,
+                capabilities: self.hardware.capabilities.clone(),
+            },
+        )
+        .and_then(|e| e.encode());
+        let tx = self.self_tx.clone();
+        tokio::spawn(async move {
+            let got = match req {
+                Err(e) => Err(e.to_string()),
+                Ok(bytes) => match node.request(peer, bytes).await {
+                    Err(e) => Err(e.to_string()),
+                    Ok(a) => match crate::p2p::router::read_answer(
+                        &a,
+                        crate::p2p::protocol::MAX_RESPONSE_BYTES,
+                    ) {
+                        Ok(env) => env
+                            .body_as::<mesh::StealAnswer>()
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e
+                            .map(|b| b.message)
+                            .unwrap_or_else(|| "malformed answer".into())),
+                    },
+                },
+            };
+            let _ = tx.send(Msg::Sched(SchedIn::Stolen(peer, got))).await;
+        });
+    }
+
+    /// A thief asks this node for queued work: hand off the least urgent queued mesh tasks
+    /// it can run, at `epoch + 1`, and tell the mesh.
+    fn mesh_serve_steal(&mut self, thief: PeerId, req: mesh::StealRequest) -> mesh::StealAnswer {
+        let Some(me) = self.sched.me.clone() else {
+            return mesh::StealAnswer { claims: vec![] };
+        };
+        let now = self.clock.now_ms();
+        let thief_id = thief.to_string();
+        let caps: Vec<String> = req
+            .capabilities
+            .into_iter()
+            .take(mesh::MAX_LABELS)
+            .collect();
+        let queued: Vec<(String, Vec<String>)> = self
+            .queue
+            .ordered()
+            .into_iter()
+            .filter_map(|(e, _)| self.tasks.get(&e.task_id))
+            .filter(|t| self.sched.is_mesh(&t.workflow_id) && self.sched.owns(&t.id))
+            .map(|t| (t.id.clone(), t.spec.requires.clone()))
+            .collect();
+        let view: Vec<(&str, &[String])> = queued
+            .iter()
+            .map(|(t, r)| (t.as_str(), r.as_slice()))
+            .collect();
+        let give: Vec<String> = mesh::give_away(&view, &caps, req.max as usize)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let mut claims = vec![];
+        for task in give {
+            let Some(epoch) = self.sched.book.get(&task).map(|l| l.owner.epoch) else {
+                continue;
+            };
+            let c = Claim {
+                task: task.clone(),
+                peer: thief_id.clone(),
+                epoch: epoch + 1,
+            };
+            if self.sched.book.claim(c.clone(), now) == Applied::NewOwner {
+                self.mesh_owner_changed(&task, Some(&me), &me, now);
+                claims.push(c);
+            }
+        }
+        if !claims.is_empty() {
+            info!(thief = %thief_id, tasks = claims.len(), "queued tasks handed to an idle peer");
+            let clock = self.sched.tick();
+            self.sched.send(
+                KIND_CLAIM,
+                &ClaimBatch {
+                    claims: claims.clone(),
+                    clock,
+                },
+                now,
+            );
+        }
+        mesh::StealAnswer { claims }
     }
 
     /// Hand this node's queued mesh tasks to better peers by `strategy`. Returns the moves

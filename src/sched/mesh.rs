@@ -23,7 +23,8 @@
 //! A task's owner is its lease ([`super::lease`]): the greatest `(epoch, rendezvous weight,
 //! peer)` claim. The workflow's origin assigns epoch 1 (one assigner, so no contest in the
 //! common case); later epochs come from takeovers of silent peers ([`takeovers`]), stealing
-//! ([`steals`]) and hand-offs by the current owner (rebalancing). [`check_claim`] says which
+//! (the owner hands off what a thief asks for: [`steal_targets`], [`give_away`]) and hand-offs
+//! by the current owner (rebalancing). [`check_claim`] says which
 //! claims a sender may make.
 //!
 //! # Clock
@@ -60,6 +61,8 @@ pub const KIND_DONE: &str = "sched.done";
 pub const KIND_CANCEL: &str = "sched.cancel";
 /// Request kind of a [`SyncRequest`] (request-response, not gossip).
 pub const KIND_SYNC: &str = "sched.sync";
+/// Request kind of a [`StealRequest`]: an idle peer asks a full one for queued work.
+pub const KIND_STEAL: &str = "sched.steal";
 /// Request kind of an [`OutputRequest`]: a task's output tail from the peer that ran it.
 pub const KIND_OUTPUT: &str = "sched.output";
 
@@ -226,6 +229,24 @@ pub struct SyncAnswer {
     pub workflows: Vec<WorkflowWire>,
     /// The answerer's clock.
     pub clock: MerkleClock,
+}
+
+/// An idle peer asks a full one for up to `max` queued tasks it can run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StealRequest {
+    /// Most tasks wanted.
+    pub max: u32,
+    /// The thief's labels (so the owner gives only tasks it can run).
+    pub capabilities: Vec<String>,
+}
+
+/// The owner's answer: the hand-off claims it made (also gossiped), possibly none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StealAnswer {
+    /// Claims naming the thief at `epoch + 1`.
+    pub claims: Vec<Claim>,
 }
 
 /// Ask the peer that ran a task for its output tail.
@@ -574,57 +595,45 @@ pub fn takeovers(
         .collect()
 }
 
-/// Work stealing: with `free` slots and nothing of its own queued, `me` (labels `caps`)
-/// takes queued tasks from live peers that are full (`running >= max`) and have a backlog,
-/// most urgent first, at most half of each victim's backlog (rounded up), at most `free` in
-/// all. Each is a self-claim at `epoch + 1`.
-pub fn steals(
-    book: &LeaseBook,
-    me: &str,
-    caps: &[String],
-    free: usize,
-    live: &[LivePeer],
-    tasks: &BTreeMap<String, TaskInfo>,
-) -> Vec<Claim> {
-    if free == 0 {
-        return vec![];
-    }
-    let busy: BTreeMap<&str, usize> = live
+/// Work stealing, thief side: with `free` slots and nothing of its own queued, `me` asks
+/// live peers that are full (`running >= max`) and have a backlog for up to half of it
+/// (rounded up), fullest first, at most `free` tasks in all. Returns `(victim, how many)`.
+///
+/// A steal is a *request* ([`KIND_STEAL`]): only the owner knows which of its tasks have not
+/// started, so the owner chooses ([`give_away`]) and hands them off at `epoch + 1`. A thief
+/// never claims a task for itself, so it never takes one its owner already runs.
+pub fn steal_targets(me: &str, free: usize, live: &[LivePeer]) -> Vec<(String, usize)> {
+    let mut victims: Vec<&LivePeer> = live
         .iter()
         .filter(|p| p.peer != me && p.queued > 0 && p.running >= p.max)
-        .map(|p| (p.peer.as_str(), (p.queued as usize).div_ceil(2)))
         .collect();
-    if busy.is_empty() {
-        return vec![];
-    }
-    let mut cands: Vec<(u16, &str, &Claim)> = book
-        .iter()
-        .filter(|(_, l)| l.done.is_none() && busy.contains_key(l.owner.peer.as_str()))
-        .filter_map(|(id, l)| {
-            let t = tasks.get(id)?;
-            (t.state == TaskState::Queued && super::peer_select::satisfies(caps, &t.requires))
-                .then_some((t.priority, id.as_str(), &l.owner))
-        })
-        .collect();
-    cands.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    let mut taken: BTreeMap<&str, usize> = BTreeMap::new();
+    victims.sort_by(|a, b| b.queued.cmp(&a.queued).then_with(|| a.peer.cmp(&b.peer)));
+    let mut left = free;
     let mut out = vec![];
-    for (_, id, owner) in cands {
-        if out.len() >= free {
+    for v in victims {
+        if left == 0 {
             break;
         }
-        let n = taken.entry(owner.peer.as_str()).or_insert(0);
-        if *n >= busy[owner.peer.as_str()] {
-            continue;
-        }
-        *n += 1;
-        out.push(Claim {
-            task: id.to_string(),
-            peer: me.to_string(),
-            epoch: owner.epoch + 1,
-        });
+        let n = (v.queued as usize).div_ceil(2).min(left);
+        left -= n;
+        out.push((v.peer.clone(), n));
     }
     out
+}
+
+/// Work stealing, owner side: which of its queued, not started tasks (most urgent first, as
+/// `(task, required labels)`) the owner hands to a thief with labels `caps` asking for `n`:
+/// from the least urgent end, tasks the thief can run, at most `n` and at most half the
+/// queue (rounded up). The owner keeps what it will start next.
+pub fn give_away<'a>(queued: &[(&'a str, &[String])], caps: &[String], n: usize) -> Vec<&'a str> {
+    let cap = n.min(queued.len().div_ceil(2));
+    queued
+        .iter()
+        .rev()
+        .filter(|(_, req)| super::peer_select::satisfies(caps, req))
+        .take(cap)
+        .map(|(t, _)| *t)
+        .collect()
 }
 
 #[cfg(test)]
@@ -822,41 +831,38 @@ mod tests {
     }
 
     #[test]
-    fn stealing_takes_queued_work_from_full_peers_only() {
-        let mut book = LeaseBook::new();
-        let mut tasks = BTreeMap::new();
-        for i in 0..6 {
-            let t = format!("b{i}");
-            book.claim(claim(&t, "busy", 1), 0);
-            tasks.insert(
-                t,
-                info(
-                    &[],
-                    if i < 2 {
-                        TaskState::Running
-                    } else {
-                        TaskState::Queued
-                    },
-                    i as u16,
-                ),
-            );
-        }
-        book.claim(claim("c0", "calm", 1), 0);
-        tasks.insert("c0".into(), info(&[], TaskState::Queued, 0));
-        book.claim(claim("g0", "busy", 1), 0);
-        tasks.insert("g0".into(), info(&["cuda"], TaskState::Queued, 0));
+    fn thieves_ask_full_peers_for_half_their_backlog() {
         let peers = vec![
             live("busy", &["cuda"], 2, 2, 5),
-            live("calm", &[], 1, 4, 1),
+            live("busier", &[], 4, 4, 8),
+            live("calm", &[], 1, 4, 9),
             live("me", &[], 0, 4, 0),
         ];
-        let s = steals(&book, "me", &[], 4, &peers, &tasks);
-        // Half of busy's 5 queued (3), its queued non-cuda ones, most urgent first.
-        let ids: Vec<&str> = s.iter().map(|c| c.task.as_str()).collect();
-        assert_eq!(ids, ["b2", "b3", "b4"]);
-        assert!(s.iter().all(|c| c.epoch == 2 && c.peer == "me"));
-        assert!(steals(&book, "me", &[], 0, &peers, &tasks).is_empty());
-        assert_eq!(steals(&book, "me", &[], 1, &peers, &tasks).len(), 1);
+        // Fullest first, half of each (rounded up), at most `free` in all.
+        assert_eq!(
+            steal_targets("me", 6, &peers),
+            [("busier".to_string(), 4), ("busy".to_string(), 2)]
+        );
+        assert_eq!(steal_targets("me", 2, &peers), [("busier".to_string(), 2)]);
+        assert!(steal_targets("me", 0, &peers).is_empty());
+    }
+
+    #[test]
+    fn owners_give_away_the_least_urgent_runnable_tasks() {
+        let none: Vec<String> = vec![];
+        let cuda = vec!["cuda".to_string()];
+        let q: Vec<(&str, &[String])> = vec![
+            ("t0", none.as_slice()),
+            ("t1", none.as_slice()),
+            ("t2", cuda.as_slice()),
+            ("t3", none.as_slice()),
+            ("t4", none.as_slice()),
+        ];
+        assert_eq!(give_away(&q, &[], 2), ["t4", "t3"]);
+        // At most half the queue (3 of 5), skipping what the thief cannot run.
+        assert_eq!(give_away(&q, &[], 10), ["t4", "t3", "t1"]);
+        assert_eq!(give_away(&q, &cuda, 10), ["t4", "t3", "t2"]);
+        assert!(give_away(&q, &[], 0).is_empty());
     }
 
     proptest! {

@@ -1,0 +1,113 @@
+//! Work stealing between two `flotilla` processes on 127.0.0.1: node A (one slot) gets a
+//! backlog of mesh tasks before B exists, so all are placed on A; B joins idle, asks A for
+//! work, and A hands off queued tasks it has not started. Every task runs exactly once and
+//! some run on B.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+async fn status(c: &Client) -> Value {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = ok(c, "get_p2p_network_status", json!({})).await;
+        if s["health"] != "starting" && !s["listen_addrs"].as_array().unwrap().is_empty() {
+            return s;
+        }
+        assert!(Instant::now() < end, "mesh never started: {s}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_peer_takes_queued_work_from_a_full_one_and_nothing_runs_twice() {
+    let (da, db, out) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let base = [
+        "--set",
+        "p2p.enabled=true",
+        "--p2p-listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-mdns",
+        "--set",
+        "p2p.heartbeat_timeout=4s",
+    ];
+    let env = [("FLOTILLA_P2P_SECRET", "steal-test-mesh")];
+    let mut a_args = base.to_vec();
+    a_args.extend(["--max-concurrent-tasks", "1"]);
+    let a = mcp_client_env(da.path(), &a_args, &env).await;
+    let sa = status(&a).await;
+    let aid = sa["peer_id"].as_str().unwrap().to_string();
+    let addr = sa["listen_addrs"][0].as_str().unwrap().to_string();
+
+    let log = out.path().join("ran.log");
+    let line = format!("echo \"$FLOTILLA_TASK_ID\" >> {}; sleep 1", log.display());
+    let tasks: Vec<Value> = (0..8)
+        .map(|_| json!({"command": ["sh", "-c", line.clone()]}))
+        .collect();
+    let r = ok(
+        &a,
+        "submit_p2p_workflow",
+        json!({"name": "backlog", "tag": "p2p-eligible", "tasks": tasks}),
+    )
+    .await;
+    let wf = r["workflow_id"].as_str().unwrap().to_string();
+    // Alone, A owns everything.
+    let st = ok(&a, "get_workflow_status", json!({"workflow_id": wf})).await;
+    assert!(
+        st["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["owner"] == aid.as_str()),
+        "{st}"
+    );
+
+    let mut b_args = base.to_vec();
+    b_args.extend(["--bootstrap", addr.as_str(), "--max-concurrent-tasks", "2"]);
+    let b = mcp_client_env(db.path(), &b_args, &env).await;
+    let bid = status(&b).await["peer_id"].as_str().unwrap().to_string();
+
+    let end = Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        let st = ok(&a, "get_workflow_status", json!({"workflow_id": wf})).await;
+        if st["status"] == "completed" {
+            break st;
+        }
+        assert!(
+            st["status"] != "failed" && Instant::now() < end,
+            "workflow did not complete: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let owners: Vec<&str> = st["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["owner"].as_str().unwrap())
+        .collect();
+    let on_b = owners.iter().filter(|o| **o == bid.as_str()).count();
+    assert!(on_b >= 2, "B stole nothing: {owners:?}");
+    assert!(
+        owners
+            .iter()
+            .all(|o| *o == aid.as_str() || *o == bid.as_str())
+    );
+    // Stealing is a hand-off of queued tasks: no task started twice.
+    let ran = std::fs::read_to_string(&log).unwrap();
+    let mut ids: Vec<&str> = ran.lines().collect();
+    ids.sort();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!((n, ids.len()), (8, 8), "{ran}");
+    let sb = ok(&b, "get_workflow_status", json!({"workflow_id": wf})).await;
+    assert_eq!(sb["status"], "completed", "{sb}");
+    a.cancel().await.unwrap();
+    b.cancel().await.unwrap();
+}
