@@ -731,6 +731,16 @@ impl Engine {
         let Some(me) = self.sched.me.clone() else {
             return vec![];
         };
+        self.store.begin_batch();
+        let claims = self.mesh_place_in(rows, &me, now);
+        if let Err(e) = self.store.end_batch() {
+            warn!("leases not stored: {e}");
+        }
+        claims
+    }
+
+    fn mesh_place_in(&mut self, rows: &[TaskRow], me: &str, now: Millis) -> Vec<Claim> {
+        let me = me.to_string();
         let mut slots = self.mesh_slots(now);
         let placed = peer_select::place(
             rows.iter()
@@ -831,7 +841,16 @@ impl Engine {
         }
         let now = self.clock.now_ms();
         match input {
-            SchedIn::Gossip(from, msg) => self.mesh_gossip(from, msg, now),
+            SchedIn::Gossip(from, msg) => {
+                // One commit for everything a message changes (an announcement of 200 tasks
+                // is 200 leases).
+                self.store.begin_batch();
+                self.mesh_gossip(from, msg, now);
+                if let Err(e) = self.store.end_batch() {
+                    warn!("scheduler state not stored: {e}");
+                    self.store_error = Some(e.to_string());
+                }
+            }
             SchedIn::Synced(from, answer) => {
                 self.sched.syncing.remove(&from.to_string());
                 if let Err(why) = answer.validate() {

@@ -49,7 +49,7 @@ impl Store {
     ) -> Result<Vec<TaskRow>> {
         let tx = self
             .conn
-            .transaction()
+            .savepoint()
             .map_err(classify("starting a transaction"))?;
         tx.execute(
             "INSERT OR IGNORE INTO workflows (id, name, tag, priority, created_at, status, source) \
@@ -92,13 +92,38 @@ impl Store {
         }
         tx.commit()
             .map_err(classify("committing a mesh workflow"))?;
-        let mut rows = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(r) = self.task(&id)? {
-                rows.push(r);
-            }
+        if ids.is_empty() {
+            return Ok(vec![]);
         }
-        Ok(rows)
+        let new: std::collections::HashSet<String> = ids.into_iter().collect();
+        Ok(self
+            .tasks_of(&w.id)?
+            .into_iter()
+            .filter(|t| new.contains(&t.id))
+            .collect())
+    }
+
+    /// Start a batch: the writes until [`Store::end_batch`] commit together (one WAL sync
+    /// instead of one per lease). Ignored inside a batch.
+    pub fn begin_batch(&mut self) {
+        if self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("BEGIN");
+        }
+    }
+
+    /// Commit the batch started by [`Store::begin_batch`] (nothing outside one).
+    ///
+    /// # Errors
+    /// [`StoreError`] if the commit fails (e.g. a full disk); the batch is rolled back.
+    pub fn end_batch(&mut self) -> Result<()> {
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(classify("committing a batch")(e));
+        }
+        Ok(())
     }
 
     /// The origin (peer ID) of a mesh workflow; `None` for a local-only one.
@@ -393,6 +418,28 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_batch_holds_a_workflow_insert_and_commits_once() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("db");
+        let mut s = Store::open(&path).unwrap();
+        s.begin_batch();
+        s.begin_batch(); // nested: ignored
+        assert_eq!(
+            s.insert_mesh_workflow(&wire("wf-b", 3), "mesh", 1)
+                .unwrap()
+                .len(),
+            3
+        );
+        s.set_mesh_meta("clock", "{}").unwrap();
+        s.end_batch().unwrap();
+        s.end_batch().unwrap(); // outside a batch: nothing
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.tasks_of("wf-b").unwrap().len(), 3);
+        assert_eq!(s.mesh_meta("clock").unwrap().as_deref(), Some("{}"));
     }
 
     #[test]

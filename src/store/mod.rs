@@ -294,7 +294,7 @@ impl Store {
     ) -> Result<Vec<TaskRow>> {
         let tx = self
             .conn
-            .transaction()
+            .savepoint()
             .map_err(classify("starting a transaction"))?;
         tx.execute(
             "INSERT INTO workflows (id, name, tag, priority, created_at, status, source) \
@@ -404,7 +404,7 @@ impl Store {
     pub fn cancel_queued(&mut self, workflow_id: &str, now: Millis) -> Result<Vec<String>> {
         let tx = self
             .conn
-            .transaction()
+            .savepoint()
             .map_err(classify("starting a transaction"))?;
         let ids: Vec<String> = {
             let mut stmt = tx
