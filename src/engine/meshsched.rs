@@ -42,6 +42,10 @@ const CHUNK_BYTES: usize = 160 * 1024;
 /// tasks it owned before a restart.
 const CATCH_UP: Millis = 3_000;
 
+/// How many more of this node's own events a peer's clock may count (see
+/// `mesh_clock_honest`).
+const MAX_OWN_LAG: u64 = 10_000;
+
 /// A peer as its heartbeats describe it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerLoad {
@@ -853,7 +857,10 @@ impl Engine {
             }
             SchedIn::Synced(from, answer) => {
                 self.sched.syncing.remove(&from.to_string());
-                if let Err(why) = answer.validate() {
+                if let Err(why) = answer
+                    .validate()
+                    .and_then(|_| self.mesh_clock_honest(&answer.clock))
+                {
                     warn!(peer = %from, "invalid sync answer: {why}");
                     self.mesh_report(from, why);
                     return;
@@ -953,6 +960,21 @@ impl Engine {
         Some((owner.parse().ok()?, node))
     }
 
+    /// A peer may count a few more of this node's events than this node (events sent just
+    /// before a crash, whose clock write was lost: the merge heals it), but not many more: a
+    /// clock inflated past [`MAX_OWN_LAG`] would push this node's counter toward overflow.
+    fn mesh_clock_honest(&self, c: &MerkleClock) -> Result<(), String> {
+        let me = self.sched.clock.node();
+        let (theirs, mine) = (c.get(me), self.sched.clock.get(me));
+        if theirs > mine.saturating_add(MAX_OWN_LAG) {
+            return Err(format!(
+                "clock of {} counts {theirs} events of this node, which has made {mine}",
+                c.node()
+            ));
+        }
+        Ok(())
+    }
+
     fn mesh_report(&self, peer: PeerId, why: String) {
         if let Some(node) = self.sched.node.clone() {
             tokio::spawn(async move {
@@ -1037,7 +1059,13 @@ impl Engine {
                 return;
             }
             match &msg {
-                mesh::Msg::Heartbeat(_) => needs_sync = mesh::behind(&self.sched.clock, c),
+                mesh::Msg::Heartbeat(_) => {
+                    if let Err(why) = self.mesh_clock_honest(c) {
+                        self.mesh_report(from, why);
+                        return;
+                    }
+                    needs_sync = mesh::behind(&self.sched.clock, c);
+                }
                 _ => {
                     if mesh::ready(&self.sched.clock, c, &sender) {
                         self.sched.clock.merge(c);
@@ -1539,16 +1567,7 @@ impl Engine {
                 );
             }
         }
-        // Persist the clock; anti-entropy with one peer every merkle_sync_interval.
-        if self.sched.clock_dirty {
-            match serde_json::to_string(&self.sched.clock) {
-                Ok(j) => match self.store.set_mesh_meta("clock", &j) {
-                    Ok(()) => self.sched.clock_dirty = false,
-                    Err(e) => warn!("clock not stored: {e}"),
-                },
-                Err(e) => warn!("clock not encoded: {e}"),
-            }
-        }
+        // Anti-entropy with one peer every merkle_sync_interval.
         if now - self.sched.last_full_sync >= self.sched.merkle_sync {
             self.sched.last_full_sync = now;
             let pick = self
@@ -1559,6 +1578,21 @@ impl Engine {
             if let Some(p) = pick.and_then(|p| p.parse().ok()) {
                 self.mesh_sync_with(p, now, false);
             }
+        }
+    }
+
+    /// Store the clock if it moved (called after every engine step, so a restart resumes
+    /// from the last counter it sent).
+    pub(super) fn mesh_flush_clock(&mut self) {
+        if !self.sched.clock_dirty {
+            return;
+        }
+        match serde_json::to_string(&self.sched.clock) {
+            Ok(j) => match self.store.set_mesh_meta("clock", &j) {
+                Ok(()) => self.sched.clock_dirty = false,
+                Err(e) => warn!("clock not stored: {e}"),
+            },
+            Err(e) => warn!("clock not encoded: {e}"),
         }
     }
 

@@ -573,6 +573,7 @@ impl Engine {
                     }
                 }
             }
+            self.mesh_flush_clock();
             if self.dirty && tokio::time::Instant::now() >= last_publish + PUBLISH_EVERY {
                 self.publish();
                 last_publish = tokio::time::Instant::now();
